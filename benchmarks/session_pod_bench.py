@@ -1,0 +1,124 @@
+"""Session pod benchmarks against the WhatsApp Web double (real pod process, real Chromium).
+
+Prints: start-to-ready time of an already linked profile, /send_message latency (p50/p99)
+and throughput through one session, and the PSS of the Chromium process tree idle and
+after N messages. Run from the repository root:
+    python -m benchmarks.session_pod_bench [--messages 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+import requests
+
+from tests.support.processes import Program, free_port, wait_until
+from tests.support.session_pods import Double, SessionPod, new_phone
+
+
+def pss_mb(processes: list[psutil.Process]) -> float:
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_full_info().pss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def chromium_tree(pod: SessionPod) -> list[psutil.Process]:
+    return [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "chromium" in " ".join(p.info["cmdline"] or [])
+        and str(pod.data_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--restarts", type=int, default=3)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pod-bench-"))
+    port = free_port()
+    double_program = Program(
+        "tests.wa_double", ["--host", "127.0.0.1", "--port", str(port)], {}, work / "double.log"
+    )
+    double = Double(f"http://127.0.0.1:{port}")
+    wait_until(lambda: requests.get(f"{double.url}/control/qr", timeout=1).ok, 20, "double")
+    phone, receiver = new_phone(), new_phone()
+    double.register(receiver)
+    try:
+        pod = SessionPod("bench", work / "pod", double)
+        pod.link(double, phone)
+        pod.stop()
+
+        ready_times = []
+        for _ in range(args.restarts):
+            started = time.monotonic()
+            pod = SessionPod("bench", work / "pod", double)
+            pod.wait_state("ready", timeout=60)
+            ready_times.append(time.monotonic() - started)
+            if len(ready_times) < args.restarts:
+                pod.stop()
+        print(
+            f"start-to-ready (linked profile), median of {args.restarts}: "
+            f"{statistics.median(ready_times):.2f} s (all: {[round(t, 2) for t in ready_times]})"
+        )
+
+        time.sleep(5)
+        print(
+            f"idle PSS: chromium tree {pss_mb(chromium_tree(pod)):.0f} MB, "
+            f"pod process {pss_mb([psutil.Process(pod.program.pid)]):.0f} MB"
+        )
+
+        body = {"location_identifier": "bench", "receiver_phone": receiver, "message": "bench"}
+        latencies = []
+        session = requests.Session()
+        started = time.monotonic()
+        for _ in range(args.messages):
+            t0 = time.perf_counter()
+            response = session.post(f"{pod.url}/send_message", json=body, timeout=30)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            assert response.ok, response.text
+        elapsed = time.monotonic() - started
+        print(
+            f"/send_message sequential x{args.messages}: p50 {percentile(latencies, 0.5):.1f} ms,"
+            f" p99 {percentile(latencies, 0.99):.1f} ms, {args.messages / elapsed:.0f} msg/s"
+        )
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            list(
+                pool.map(
+                    lambda _: session.post(
+                        f"{pod.url}/send_message", json=body, timeout=60
+                    ).raise_for_status(),
+                    range(200),
+                )
+            )
+        print(f"/send_message 8 concurrent x200: {200 / (time.monotonic() - started):.0f} msg/s")
+        print(
+            f"PSS after {args.messages + 200} messages: chromium tree "
+            f"{pss_mb(chromium_tree(pod)):.0f} MB, pod process "
+            f"{pss_mb([psutil.Process(pod.program.pid)]):.0f} MB"
+        )
+        pod.stop()
+    finally:
+        double_program.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""The session pod's HTTP API: the seed's endpoints plus status, QR, events, health, metrics."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from .driver import DriverError
+from .logs import get_logger
+from .metrics import Metrics
+from .qr import qr_png
+from .session import NotReady, Session, UnknownNumber, phone_of
+from .states import SessionState
+from .validation import (
+    ApiError,
+    choice_param,
+    int_param,
+    json_object,
+    location_identifier,
+    receiver_chat_id,
+    text_field,
+)
+
+log = get_logger(__name__)
+SESSION = web.AppKey("session", Session)
+METRICS = web.AppKey("metrics", Metrics)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def success(body: object) -> web.Response:
+    """The seed's success shape."""
+    return web.json_response({"code": 200, "status": "success", "body": body})
+
+
+def not_ready(session: Session) -> ApiError:
+    """The seed's 400 "being initialized" answer; Retry-After tells clients when to come back."""
+    error = ApiError(
+        400,
+        f"The WhatsApp client of location {session.settings.location_id} is being initialized, "
+        "try again later",
+        state=str(session.state),
+    )
+    error.headers["Retry-After"] = "5"
+    return error
+
+
+def failed(message: str, exc: Exception) -> ApiError:
+    return ApiError(500, message, error=str(exc))
+
+
+@web.middleware
+async def seed_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Exactly one response per request, always in the seed's shape, and one access log line."""
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    started = time.perf_counter()
+    route = request.match_info.route.resource
+    route_name = route.canonical if route is not None else "unmatched"
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:
+        response = ApiError(exc.status, exc.reason).response()
+    except Exception:
+        log.exception("unhandled error", route=route_name, request_id=request_id)
+        response = ApiError(500, "Internal error").response()
+    if not response.prepared:
+        response.headers["X-Request-ID"] = request_id
+    elapsed = time.perf_counter() - started
+    metrics = request.app[METRICS]
+    metrics.requests.labels(route_name, str(response.status)).inc()
+    metrics.request_seconds.labels(route_name).observe(elapsed)
+    log.info(
+        "request",
+        method=request.method,
+        route=route_name,
+        status=response.status,
+        ms=round(elapsed * 1000, 2),
+        request_id=request_id,
+    )
+    return response
+
+
+async def login(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    location = location_identifier(await json_object(request), session.settings.location_id)
+    try:
+        await session.login()
+    except Exception as exc:
+        raise failed("Error during login process", exc) from exc
+    return success(f"Initialization process started for {location}")
+
+
+async def logout(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    location = location_identifier(await json_object(request), session.settings.location_id)
+    try:
+        await session.logout()
+    except Exception as exc:
+        raise failed("Error during logout process", exc) from exc
+    return success(f"Logout process completed for {location}")
+
+
+async def send_message(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    body = await json_object(request)
+    location_identifier(body, session.settings.location_id)
+    chat_id = receiver_chat_id(body)
+    text = text_field(body, "message")
+    try:
+        sent = await session.send_text(chat_id, text)
+    except NotReady:
+        await session.login()
+        raise not_ready(session) from None
+    except UnknownNumber:
+        raise ApiError(
+            400, f"The number {phone_of(chat_id)} is not registered on WhatsApp"
+        ) from None
+    except DriverError as exc:
+        raise failed("Error sending message", exc) from exc
+    return web.json_response({"success": True, "message": text, **sent})
+
+
+async def chats(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    location_identifier(request.query, session.settings.location_id)
+    count = int_param(request.query, "chats_to_get", 10, 1, 100)
+    per_chat = int_param(request.query, "messages_to_get", count, 1, 100)
+    try:
+        found = await session.chats(count, per_chat)
+    except NotReady:
+        raise not_ready(session) from None
+    except DriverError as exc:
+        raise failed("Error getting chats", exc) from exc
+    body: dict[str, object] = {}
+    for chat in found:
+        key = chat["name"] if chat["name"] not in body else f"{chat['name']} ({chat['id']})"
+        body[key] = {
+            "groupChat": chat["isGroup"],
+            "messages": [
+                {"from": phone_of(m["from"] or ""), "fromMe": m["fromMe"], "body": m["body"]}
+                for m in chat["messages"]
+            ],
+        }
+    return success(body)
+
+
+async def contacts(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    location_identifier(request.query, session.settings.location_id)
+    try:
+        found = await session.contacts()
+    except NotReady:
+        raise not_ready(session) from None
+    except DriverError as exc:
+        raise failed("Error getting contacts", exc) from exc
+    return success(found)
+
+
+async def status(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    return web.json_response(
+        {
+            "location_identifier": session.settings.location_id,
+            "state": str(session.state),
+            "since": session.machine.since,
+            "reason": session.machine.reason,
+            "phone": session.phone,
+            "qr_pending": session.qr is not None,
+            "last_error": session.last_error,
+        }
+    )
+
+
+async def qr(request: web.Request) -> web.Response:
+    session = request.app[SESSION]
+    fmt = choice_param(request.query, "format", "json", ("json", "png"))
+    code = session.qr
+    if code is None or session.state != SessionState.QR_REQUIRED:
+        raise ApiError(
+            404,
+            f"No QR code is pending for location {session.settings.location_id}",
+            state=str(session.state),
+        )
+    if fmt == "png":
+        return web.Response(body=qr_png(code.code), content_type="image/png")
+    return web.json_response(
+        {"qr": code.code, "issued_at": code.issued_at, "expires_at": code.expires_at}
+    )
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: every state change and WhatsApp event, resumable by Last-Event-ID."""
+    session = request.app[SESSION]
+    after = int_param(
+        {"after": request.headers.get("Last-Event-ID") or request.query.get("after")},
+        "after",
+        0,
+        0,
+        2**62,
+    )
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    try:
+        async for event in session.bus.subscribe(after):
+            payload = json.dumps(event.as_dict())
+            await response.write(
+                f"id: {event.id}\nevent: {event.type}\ndata: {payload}\n\n".encode()
+            )
+    except ConnectionResetError:
+        pass
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    ok, detail = await request.app[SESSION].healthy()
+    return web.json_response({"ok": ok, "detail": detail}, status=200 if ok else 503)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Serving requests: every state but `failed` (a QR page must stay reachable)."""
+    state = request.app[SESSION].state
+    ok = state != SessionState.FAILED
+    return web.json_response({"ok": ok, "state": str(state)}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), content_type="text/plain")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_post("/send_message", send_message)
+    app.router.add_get("/chats", chats)
+    app.router.add_get("/contacts", contacts)
+    app.router.add_get("/status", status)
+    app.router.add_get("/qr", qr)
+    app.router.add_get("/events", events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,198 @@
+"""The driver: the only Python code that talks to WhatsApp Web.
+
+It owns one Chromium (a persistent context on the location's profile directory) through
+Playwright, installs the init script (WPPConfig, the wa-js bundle when configured, and
+bridge.js), relays the page's events to Python and runs commands one at a time, each with
+a timeout. In tests the page is the WhatsApp Web double, which defines WPP itself: the
+only difference is configuration (WHATSAPP_WEB_URL, WAJS_INJECT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from playwright.async_api import BrowserContext, Page, Playwright, async_playwright
+from playwright.async_api import Error as PlaywrightError
+
+from .config import Settings
+from .logs import get_logger
+
+log = get_logger(__name__)
+
+BRIDGE_JS = (Path(__file__).parent / "bridge.js").read_text()
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class DriverError(RuntimeError):
+    """A WhatsApp Web call failed, timed out, or there is no page to call."""
+
+
+@dataclass(frozen=True)
+class BridgeMessage:
+    """One report from the page: `attached` after each load, or a WPP event name."""
+
+    type: str
+    data: Any
+    snapshot: dict[str, Any] | None
+
+
+async def chrome_user_agent(chromium_path: str) -> str:
+    """A desktop Chrome user agent for this Chromium's version.
+
+    Headless Chromium says `HeadlessChrome`, and WhatsApp Web answers that with an
+    "update Chrome" page instead of the app.
+    """
+    proc = await asyncio.create_subprocess_exec(
+        chromium_path, "--version", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    match = re.search(rb"(\d+)\.\d+\.\d+\.\d+", out)
+    if not match:
+        raise DriverError(f"cannot read the version of {chromium_path}: {out[:200]!r}")
+    major = match.group(1).decode()
+    return (
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+        f"Chrome/{major}.0.0.0 Safari/537.36"
+    )
+
+
+def init_script(settings: Settings) -> str:
+    """WPPConfig first, then the wa-js bundle (production) and the bridge."""
+    config = {
+        "deviceName": settings.device_name,
+        "disableGoogleAnalytics": True,
+        "poweredBy": "whatsapp-sessions",
+    }
+    parts = [f"window.WPPConfig = {json.dumps(config)};"]
+    if settings.inject_wajs:
+        parts.append(settings.wajs_bundle.read_text())
+    parts.append(BRIDGE_JS)
+    return "\n;\n".join(parts)
+
+
+class WhatsAppWebDriver:
+    def __init__(
+        self,
+        settings: Settings,
+        on_message: Callable[[BridgeMessage], None],
+        on_dead: Callable[[str], None],
+    ) -> None:
+        self._settings = settings
+        self._on_message = on_message
+        self._on_dead = on_dead
+        self._script = init_script(settings)
+        self._lock = asyncio.Lock()
+        self._playwright: Playwright | None = None
+        self._context: BrowserContext | None = None
+        self._page: Page | None = None
+        self._closing = False
+
+    @property
+    def running(self) -> bool:
+        return self._page is not None
+
+    async def launch(self) -> None:
+        """Starts Chromium on the profile and opens WhatsApp Web; `attached` follows."""
+        try:
+            await self._launch()
+        except PlaywrightError as exc:
+            raise DriverError(f"browser launch failed: {_first_line(exc.message)}") from None
+
+    async def _launch(self) -> None:
+        settings = self._settings
+        settings.profile_dir.mkdir(parents=True, exist_ok=True)
+        self._closing = False
+        user_agent = await chrome_user_agent(settings.chromium_path)
+        self._playwright = await async_playwright().start()
+        context = await self._playwright.chromium.launch_persistent_context(
+            settings.profile_dir,
+            executable_path=settings.chromium_path,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            user_agent=user_agent,
+        )
+        self._context = context
+        context.on("close", lambda _: self._report_dead("browser closed"))
+        await context.expose_function("__waBridge", self._relay)
+        await context.add_init_script(script=self._script)
+        page = context.pages[0] if context.pages else await context.new_page()
+        page.on("crash", lambda _: self._report_dead("page crashed"))
+        page.on("close", lambda _: self._report_dead("page closed"))
+        self._page = page
+        await page.goto(
+            settings.whatsapp_web_url,
+            wait_until="domcontentloaded",
+            timeout=settings.load_timeout * 1000,
+        )
+        log.info("browser launched", url=settings.whatsapp_web_url)
+
+    async def close(self) -> None:
+        """Closes the browser cleanly; kills it when it does not close in time."""
+        self._closing = True
+        context, playwright = self._context, self._playwright
+        self._context = self._page = self._playwright = None
+        if context is not None:
+            try:
+                await asyncio.wait_for(context.close(), timeout=10)
+            except (TimeoutError, PlaywrightError) as exc:
+                log.warning("browser did not close cleanly, killing it", error=str(exc))
+        if playwright is not None:
+            await playwright.stop()
+
+    async def call(self, command: str, *args: Any) -> Any:
+        """Runs one bridge command; operations of the session run one at a time."""
+        async with self._lock:
+            return await self._evaluate(command, args, self._settings.call_timeout)
+
+    async def ping(self) -> bool:
+        """Does the page still answer within the health timeout? Not queued behind commands."""
+        try:
+            await self._evaluate("ping", (), self._settings.health_timeout)
+        except DriverError:
+            return False
+        return True
+
+    async def _evaluate(self, command: str, args: tuple[Any, ...], seconds: float) -> Any:
+        page = self._page
+        if page is None:
+            raise DriverError("the browser is not running")
+        try:
+            return await asyncio.wait_for(
+                page.evaluate(
+                    "([name, args]) => window.__waCommands[name](...args)", [command, list(args)]
+                ),
+                seconds,
+            )
+        except TimeoutError:
+            raise DriverError(f"{command} timed out after {seconds:g}s") from None
+        except PlaywrightError as exc:
+            raise DriverError(_first_line(exc.message)) from None
+
+    def _relay(self, payload: dict[str, Any]) -> None:
+        self._on_message(
+            BridgeMessage(payload["type"], payload.get("data"), payload.get("snapshot"))
+        )
+
+    def _report_dead(self, reason: str) -> None:
+        if not self._closing:
+            self._closing = True
+            self._on_dead(reason)
+
+
+def _first_line(message: str) -> str:
+    """Playwright errors carry a call log; the first line says what went wrong."""
+    return message.strip().splitlines()[0] if message.strip() else "unknown browser error"

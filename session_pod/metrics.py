@@ -1,0 +1,46 @@
+"""Prometheus metrics of one session pod (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .states import SessionState
+
+
+class Metrics:
+    def __init__(self, location: str) -> None:
+        self.registry = CollectorRegistry()
+        self._location = location
+        self.state = Gauge(
+            "wa_session_state",
+            "1 for the session's current state, 0 for the others",
+            ["location", "state"],
+            registry=self.registry,
+        )
+        self.messages_sent = Counter(
+            "wa_messages_sent", "Messages handed to WhatsApp", registry=self.registry
+        )
+        self.send_seconds = Histogram(
+            "wa_send_seconds", "Time WhatsApp Web took to accept a message", registry=self.registry
+        )
+        self.browser_restarts = Counter(
+            "wa_browser_exits",
+            "Browser runs that ended (crash, hang, failed launch)",
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "wa_session_events", "Session events published", ["event"], registry=self.registry
+        )
+        self.requests = Counter(
+            "wa_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
+        )
+        self.request_seconds = Histogram(
+            "wa_http_request_seconds", "HTTP request duration", ["route"], registry=self.registry
+        )
+
+    def set_state(self, current: SessionState) -> None:
+        for state in SessionState:
+            self.state.labels(self._location, str(state)).set(1 if state == current else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,271 @@
+"""One location's WhatsApp session: supervises the browser and turns page signals into state.
+
+The supervisor launches the browser, watches it (crash, close, or a page that stops
+answering), and relaunches it on the same profile with a bounded exponential backoff, so
+a linked session comes back without a new QR. It gives up (state `failed`, liveness
+fails, Kubernetes restarts the pod) only after several launches in a row that never
+reached a healthy page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Settings
+from .driver import BridgeMessage, DriverError, WhatsAppWebDriver
+from .events import EventBus
+from .logs import get_logger
+from .metrics import Metrics
+from .states import SessionState, StateMachine
+
+log = get_logger(__name__)
+S = SessionState
+
+
+class NotReady(RuntimeError):
+    """The session cannot send yet (no login, still syncing, browser restarting)."""
+
+
+class UnknownNumber(ValueError):
+    """The receiver is not registered on WhatsApp."""
+
+
+@dataclass(frozen=True)
+class QrCode:
+    code: str
+    issued_at: float
+    expires_at: float
+
+
+def derive_state(snapshot: dict[str, Any]) -> SessionState:
+    """Where the page says the session is. Ready = authenticated and stream mode MAIN."""
+    mode, authenticated = snapshot.get("mode"), bool(snapshot.get("authenticated"))
+    if mode == "MAIN" and authenticated:
+        return S.READY
+    if mode == "SYNCING":
+        return S.SYNCING if authenticated else S.AUTHENTICATING
+    if mode == "QR" or (mode == "MAIN" and not authenticated):
+        return S.AUTHENTICATING if authenticated else S.QR_REQUIRED
+    return S.DISCONNECTED
+
+
+def phone_of(wid: str) -> str:
+    """'5491100000001:12@c.us' -> '5491100000001'."""
+    return wid.split("@", 1)[0].split(":", 1)[0]
+
+
+class Session:
+    def __init__(self, settings: Settings, bus: EventBus, metrics: Metrics) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.metrics = metrics
+        self.machine = StateMachine(self._on_state_change)
+        self.driver = WhatsAppWebDriver(settings, self._on_bridge, self._on_browser_dead)
+        self.phone: str | None = None
+        self.qr: QrCode | None = None
+        self.last_error: str | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._browser_dead = asyncio.Event()
+        self._dead_reason = ""
+        self._healthy_since_launch = False
+        self._logging_out = False
+        self._lifecycle = asyncio.Lock()
+        metrics.set_state(self.machine.state)
+
+    @property
+    def state(self) -> SessionState:
+        return self.machine.state
+
+    # lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Starts the supervisor (browser) unless it runs already."""
+        if self._supervisor is not None and not self._supervisor.done():
+            return
+        self._move(S.STARTING, "starting", force=True)
+        self._supervisor = asyncio.create_task(self._supervise(), name="browser-supervisor")
+
+    async def close(self) -> None:
+        """Closes the browser cleanly (SIGTERM); the login stays in the profile."""
+        async with self._lifecycle:
+            await self._stop_supervisor()
+
+    async def login(self) -> None:
+        """The seed's /login: (re)initializes a stopped session, refreshes an expired QR."""
+        async with self._lifecycle:
+            if self.state in (S.LOGGED_OUT, S.FAILED):
+                await self.start()
+            elif self.state == S.QR_REQUIRED and self.qr is None:
+                with contextlib.suppress(DriverError):
+                    await self.driver.call("refreshQR")
+
+    async def logout(self) -> None:
+        """Unlinks the device, closes the browser and forgets the local login."""
+        async with self._lifecycle:
+            if self.driver.running and self.state in (S.READY, S.SYNCING, S.DISCONNECTED):
+                self._logging_out = True
+                try:
+                    await self.driver.call("logout")
+                except DriverError as exc:
+                    log.warning("WhatsApp logout call failed; wiping the profile", error=str(exc))
+            await self._stop_supervisor()
+            self._logging_out = False
+            await asyncio.to_thread(shutil.rmtree, self.settings.profile_dir, True)
+            self.phone, self.qr = None, None
+            self._move(S.LOGGED_OUT, "logout requested", force=True)
+
+    async def healthy(self) -> tuple[bool, str]:
+        """Liveness: the browser answers, or is being (re)started. `failed` is not live."""
+        if self.state == S.FAILED:
+            return False, self.last_error or "failed"
+        if self.driver.running and not await self.driver.ping():
+            return False, "the browser did not answer in time"
+        return True, str(self.state)
+
+    # WhatsApp operations ---------------------------------------------------------------
+
+    def require_ready(self) -> None:
+        if self.state != S.READY:
+            raise NotReady(str(self.state))
+
+    async def send_text(self, chat_id: str, text: str) -> dict[str, Any]:
+        """Checks the number exists, sends, then archives the chat (the seed's behaviour)."""
+        self.require_ready()
+        found = await self.driver.call("numberExists", chat_id)
+        if not found:
+            raise UnknownNumber(chat_id)
+        started = time.perf_counter()
+        sent = await self.driver.call("sendText", found, text)
+        self.metrics.messages_sent.inc()
+        self.metrics.send_seconds.observe(time.perf_counter() - started)
+        archived = False
+        if self.settings.archive_after_send:
+            try:
+                archived = await self.driver.call("archive", found)
+            except DriverError as exc:
+                log.warning("chat not archived after send", chat=found, error=str(exc))
+        return {"id": sent["id"], "ack": sent["ack"], "chat_id": found, "archived": archived}
+
+    async def chats(self, count: int, messages_per_chat: int) -> list[dict[str, Any]]:
+        self.require_ready()
+        return await self.driver.call("chats", count, messages_per_chat)
+
+    async def contacts(self) -> list[dict[str, Any]]:
+        self.require_ready()
+        return await self.driver.call("contacts")
+
+    # the supervisor ----------------------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            self._browser_dead.clear()
+            self._healthy_since_launch = False
+            try:
+                await self.driver.launch()
+                reason = await self._watch()
+            except (DriverError, OSError) as exc:
+                reason = str(exc)
+            self.metrics.browser_restarts.inc()
+            await self.driver.close()
+            failures = 0 if self._healthy_since_launch else failures + 1
+            self.last_error = reason
+            if failures >= self.settings.relaunch_max_attempts:
+                self._move(S.FAILED, reason)
+                return
+            self._move(S.DISCONNECTED, reason)
+            delay = min(self.settings.relaunch_backoff_max, 2.0 ** max(failures - 1, 0))
+            log.warning("relaunching the browser", reason=reason, delay=delay, failures=failures)
+            await asyncio.sleep(delay)
+            self._move(S.STARTING, "relaunching the browser")
+
+    async def _watch(self) -> str:
+        """Returns why the browser has to be relaunched: it died or stopped answering."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._browser_dead.wait(), self.settings.health_check_interval
+                )
+                return self._dead_reason
+            if not await self.driver.ping():
+                return "the page stopped answering"
+
+    async def _stop_supervisor(self) -> None:
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.driver.close()
+
+    def _on_browser_dead(self, reason: str) -> None:
+        self._dead_reason = reason
+        self._browser_dead.set()
+
+    # page signals -> state -----------------------------------------------------------------
+
+    def _on_bridge(self, message: BridgeMessage) -> None:
+        kind, data = message.type, message.data or {}
+        if kind == "conn.authenticated":
+            self._move(S.AUTHENTICATING, "QR code scanned")
+            self.bus.publish("authenticated", {"phone": self.phone})
+        elif kind == "conn.qrcode_idle":
+            self.qr = None
+            self.bus.publish("qr_idle", {})
+        elif kind == "conn.logout_reason":
+            self.last_error = f"logged out: {data.get('reason')}"
+        elif kind == "conn.logout" and not self._logging_out:
+            self.phone, self.qr = None, None
+            self._move(S.QR_REQUIRED, "logged out remotely")
+            self.bus.publish("disconnected", {"reason": "logout"})
+        elif kind == "chat.new_message" and not data.get("fromMe"):
+            self.bus.publish("message", data)
+        elif kind == "chat.msg_ack_change":
+            for message_id in data.get("ids", []):
+                self.bus.publish(
+                    "message_ack",
+                    {"id": message_id, "ack": data.get("ack"), "chat": data.get("chat")},
+                )
+        if message.snapshot is not None and kind != "conn.logout":
+            self._apply(message.snapshot)
+
+    def _apply(self, snapshot: dict[str, Any]) -> None:
+        if snapshot.get("me"):
+            self.phone = phone_of(snapshot["me"])
+        code = snapshot.get("qr")
+        if code and (self.qr is None or self.qr.code != code):
+            now = time.time()
+            self.qr = QrCode(code, now, now + self.settings.qr_ttl)
+            self.bus.publish("qr", {"qr": code, "expires_at": self.qr.expires_at})
+        target = derive_state(snapshot)
+        if target == S.QR_REQUIRED and self.state == S.AUTHENTICATING and not code:
+            return  # scanned: the page has not switched to SYNCING yet
+        if target in (S.READY, S.QR_REQUIRED):
+            self._healthy_since_launch = True
+        if target != S.QR_REQUIRED:
+            self.qr = None
+        self._move(target, f"stream mode {snapshot.get('mode')}")
+
+    def _move(self, target: SessionState, reason: str, force: bool = False) -> None:
+        """State changes from page signals are ignored once the session is stopped."""
+        if not force and self.state in (S.LOGGED_OUT, S.FAILED):
+            return
+        self.machine.move(target, reason)
+
+    def _on_state_change(self, old: SessionState, new: SessionState, reason: str) -> None:
+        self.metrics.set_state(new)
+        self.bus.publish(
+            "state",
+            {"state": str(new), "previous": str(old), "reason": reason, "phone": self.phone},
+        )
+        if new == S.READY:
+            self.bus.publish("ready", {"phone": self.phone})
+        elif new == S.DISCONNECTED:
+            self.bus.publish("disconnected", {"reason": reason})
+        elif new == S.QR_REQUIRED and old == S.AUTHENTICATING:
+            self.bus.publish("auth_failure", {"reason": reason})

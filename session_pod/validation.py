@@ -1,0 +1,117 @@
+"""Request parsing with the seed's error shape: `{"success": false, "message": "..."}`.
+
+Every failure names the field and what is wrong with it, and is a 400 (never a 500).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+MAX_BODY_BYTES = 1024 * 1024  # a 65,536-character message fits in any encoding
+MAX_MESSAGE_CHARS = 65_536
+_PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+
+
+class ApiError(Exception):
+    """An answer in the seed's error shape."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"success": False, "message": message, **extra}
+        self.headers: dict[str, str] = {}
+
+    def response(self) -> web.Response:
+        return web.json_response(self.body, status=self.status, headers=self.headers)
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
+
+
+def body_too_large() -> ApiError:
+    return bad_request(f"The request body is too large (limit {MAX_BODY_BYTES // 1024} KB)")
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise body_too_large()
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise body_too_large() from None
+    if not raw.strip():
+        raise bad_request("The request body must be a JSON object")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("The request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object")
+    return body
+
+
+def location_identifier(source: Any, served: str) -> str:
+    """The seed's `location_identifier` (string or integer); it must be this pod's location."""
+    value = source.get("location_identifier")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise bad_request("The location identifier is required")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise bad_request("The location identifier must be a string or an integer")
+    location = str(value).strip()
+    if location != served:
+        raise bad_request(f"This session serves location {served}, not {location}")
+    return location
+
+
+def text_field(body: dict[str, Any], name: str, max_chars: int = MAX_MESSAGE_CHARS) -> str:
+    value = body.get(name)
+    if value is None:
+        raise bad_request(f"The field {name} is required")
+    if not isinstance(value, str):
+        raise bad_request(f"The field {name} must be a string")
+    if not value.strip():
+        raise bad_request(f"The field {name} must not be empty")
+    if len(value) > max_chars:
+        raise bad_request(f"The field {name} is longer than {max_chars} characters")
+    return value
+
+
+def receiver_chat_id(body: dict[str, Any], name: str = "receiver_phone") -> str:
+    """'+54 9 11 3452-5535' (or an integer) -> '5491134525535@c.us'."""
+    value = body.get(name)
+    if value is None or value == "":
+        raise bad_request(f"The field {name} is required")
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise bad_request(f"The field {name} must be a string of digits")
+    raw = str(value).strip()
+    digits = _PHONE_PUNCTUATION.sub("", raw.removesuffix("@c.us").removeprefix("+"))
+    if not digits.isascii() or not digits.isdigit():
+        raise bad_request(f"The field {name} must be a phone number (digits only), got {raw!r}")
+    if not 7 <= len(digits) <= 15:
+        raise bad_request(f"The field {name} must have 7 to 15 digits, got {len(digits)}")
+    return f"{digits}@c.us"
+
+
+def int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise bad_request(f"The parameter {name} must be an integer, got {raw!r}") from None
+    if not low <= value <= high:
+        raise bad_request(f"The parameter {name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def choice_param(query: Any, name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = query.get(name) or default
+    if value not in allowed:
+        raise bad_request(f"The parameter {name} must be one of {', '.join(allowed)}")
+    return value

@@ -1,0 +1,133 @@
+"""Session pod lifecycle against the double: logout, remote logout, crashes, SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+
+import psutil
+import pytest
+
+from tests.support.processes import wait_until
+from tests.support.session_pods import Double, SessionPod, new_phone
+
+pytestmark = pytest.mark.slow
+StartPod = Callable[..., SessionPod]
+
+
+def chromium_processes(pod: SessionPod) -> list[psutil.Process]:
+    """The Chromium processes running on this pod's profile."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if "chromium" in cmdline and str(pod.data_dir) in cmdline:
+            found.append(process)
+    return found
+
+
+def test_send_before_login_is_the_seed_being_initialized_400(start_pod: StartPod) -> None:
+    pod = start_pod()
+    pod.wait_state("qr_required")
+    response = pod.post(
+        "/send_message",
+        {"location_identifier": "13", "receiver_phone": "5491100000000", "message": "hola"},
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert body["success"] is False
+    assert "being initialized" in body["message"]
+    assert body["state"] == "qr_required"
+    assert response.headers["Retry-After"] == "5"
+
+
+def test_qr_as_json_and_png(start_pod: StartPod) -> None:
+    pod = start_pod()
+    pod.wait_state("qr_required")
+    qr = wait_until(lambda: (r := pod.get("/qr")).ok and r.json(), 10, "a QR code")
+    assert qr["qr"].startswith("2@")
+    assert qr["expires_at"] > qr["issued_at"]
+    png = pod.get("/qr", format="png")
+    assert png.headers["Content-Type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert pod.get("/qr", format="svg").status_code == 400
+    assert "2@" not in pod.program.log_path.read_text(), "the QR code must never be logged"
+
+
+def test_logout_unlinks_and_login_shows_a_new_qr(start_pod: StartPod, double: Double) -> None:
+    pod, phone = start_pod(), new_phone()
+    pod.link(double, phone)
+    response = pod.post("/logout", {"location_identifier": "13", "user_id": 7})
+    assert response.status_code == 200
+    assert response.json() == {
+        "code": 200,
+        "status": "success",
+        "body": "Logout process completed for 13",
+    }
+    assert pod.status()["state"] == "logged_out"
+    assert double.phone(phone)["linked"] is False
+    assert chromium_processes(pod) == []
+    response = pod.post("/login", {"location_identifier": "13", "user_id": 7})
+    assert response.json() == {
+        "code": 200,
+        "status": "success",
+        "body": "Initialization process started for 13",
+    }
+    pod.wait_state("qr_required")
+
+
+def test_remote_logout_goes_back_to_qr_required(start_pod: StartPod, double: Double) -> None:
+    pod, phone = start_pod(), new_phone()
+    pod.link(double, phone)
+    double.control("POST", f"/phones/{phone}/logout")
+    pod.events.wait_for("disconnected", lambda d: d["reason"] == "logout")
+    pod.wait_state("qr_required")
+    assert wait_until(lambda: pod.get("/qr").ok, 10, "a new QR code")
+    assert pod.status()["phone"] is None
+
+
+def test_a_hung_page_is_relaunched_and_ready_without_a_new_qr(
+    start_pod: StartPod, double: Double
+) -> None:
+    pod, phone = start_pod(), new_phone()
+    pod.link(double, phone)
+    qr_events = len(pod.events.of_type("qr"))
+    double.control("POST", f"/phones/{phone}/crash")
+    pod.events.wait_for("disconnected", lambda d: "answering" in d["reason"], timeout=20)
+    wait_until(lambda: len(pod.events.of_type("ready")) == 2, 30, "ready again")
+    assert pod.status()["state"] == "ready"
+    assert len(pod.events.of_type("qr")) == qr_events
+
+
+def test_a_killed_renderer_is_relaunched_and_ready_without_a_new_qr(
+    start_pod: StartPod, double: Double
+) -> None:
+    pod, phone = start_pod(), new_phone()
+    pod.link(double, phone)
+    renderers = [p for p in chromium_processes(pod) if "--type=renderer" in " ".join(p.cmdline())]
+    assert renderers
+    for renderer in renderers:
+        renderer.kill()
+    pod.events.wait_for("disconnected", timeout=20)
+    wait_until(lambda: len(pod.events.of_type("ready")) == 2, 30, "ready again")
+    assert pod.status()["phone"] == phone
+    assert len(pod.events.of_type("qr")) == 1
+
+
+def test_sigterm_closes_the_browser_and_exits_within_seconds(
+    start_pod: StartPod, double: Double
+) -> None:
+    pod = start_pod()
+    pod.link(double, new_phone())
+    browsers = chromium_processes(pod)
+    assert browsers
+    started = time.monotonic()
+    pod.program.process.send_signal(signal.SIGTERM)
+    assert pod.program.process.wait(15) == 0
+    assert time.monotonic() - started < 10
+    wait_until(
+        lambda: not any(p.is_running() and p.status() != "zombie" for p in browsers),
+        5,
+        "the browser to exit",
+    )
+    assert '"msg": "stopped"' in pod.program.log_path.read_text()
