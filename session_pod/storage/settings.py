@@ -1,0 +1,84 @@
+"""Backup settings from the environment; the seed's AWS_S3_* names keep working."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from session_pod.storage.stores import BackupStore, LocalStore, S3Store
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    """The first of `names` that is set and not blank (new names before the seed's)."""
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _first(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    bucket: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    prefix: str = "whatsapp-sessions"
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    keep: int = 5
+    interval_seconds: float = 900.0
+    local_dir: Path = Path("/data/backups")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> StorageSettings:
+        keep = _positive(env, "BACKUP_KEEP", cls.keep)
+        if keep != int(keep):
+            raise ValueError(f"BACKUP_KEEP must be a whole number, got {keep}")
+        data_dir = Path(_first(env, "DATA_DIR") or "/data")
+        access_key_id = _first(env, "AWS_ACCESS_KEY_ID", "AWS_S3_ACCESS_KEY_ID")
+        secret_access_key = _first(
+            env,
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_S3_SECRET_ACCESS_KEY_ID",
+            "AWS_S3_SECRET_ACCES_KEY_ID",  # the seed's spelling
+        )
+        if (access_key_id is None) != (secret_access_key is None):
+            raise ValueError("set both the S3 access key id and the secret access key, or neither")
+        return cls(
+            bucket=_first(env, "S3_BUCKET", "AWS_S3_BUCKET_NAME"),
+            endpoint_url=_first(env, "S3_ENDPOINT_URL"),
+            region=_first(env, "S3_REGION", "AWS_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+            prefix=(_first(env, "S3_PREFIX", "AWS_S3_FOLDER_NAME") or cls.prefix).strip("/"),
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            keep=int(keep),
+            interval_seconds=_positive(env, "BACKUP_INTERVAL_SECONDS", cls.interval_seconds),
+            local_dir=Path(_first(env, "LOCAL_BACKUP_DIR") or data_dir / "backups"),
+        )
+
+
+def build_store(settings: StorageSettings) -> BackupStore:
+    """S3 when a bucket is configured, else the local directory."""
+    if settings.bucket is None:
+        return LocalStore(settings.local_dir)
+    return S3Store(
+        settings.bucket,
+        endpoint_url=settings.endpoint_url,
+        region=settings.region,
+        access_key_id=settings.access_key_id,
+        secret_access_key=settings.secret_access_key,
+    )

@@ -1,0 +1,106 @@
+"""A consistent copy of the profile's login data, taken while Chromium may be writing it.
+
+The "stable copy": stat the file set (name, size, mtime_ns), copy it, stat it again. When
+nothing changed during the copy, the copy equals one instant of the directories, which LevelDB
+(crash-safe by design) opens like the state after a power cut. Otherwise try again (bounded).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from session_pod.logs import get_logger
+from session_pod.storage.errors import NothingToBackUp, SnapshotUnstable
+
+log = get_logger(__name__)
+
+LOCAL_STORAGE = "Default/Local Storage/leveldb"
+INDEXED_DB = "Default/IndexedDB"
+# LevelDB's lock file and its human-readable info logs are not needed to open a database.
+_SKIPPED_NAMES = frozenset({"LOCK", "LOG", "LOG.old"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+FileSet = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
+
+
+def origin_identifier(origin: str) -> str:
+    """Chromium's directory name of an origin: `https://web.whatsapp.com/` ->
+    `https_web.whatsapp.com_0` (port 0 = the scheme's default), `http://127.0.0.1:8080` ->
+    `http_127.0.0.1_8080`."""
+    parts = urlsplit(origin)
+    if not parts.scheme or not parts.hostname:
+        raise ValueError(f"not an origin URL: {origin!r}")
+    port = parts.port
+    if port is None or port == _DEFAULT_PORTS.get(parts.scheme):
+        port = 0
+    return f"{parts.scheme}_{parts.hostname}_{port}"
+
+
+def login_roots(origin: str) -> list[str]:
+    """The profile directories (relative) that hold the login of `origin`."""
+    name = origin_identifier(origin)
+    return [
+        LOCAL_STORAGE,
+        f"{INDEXED_DB}/{name}.indexeddb.leveldb",
+        f"{INDEXED_DB}/{name}.indexeddb.blob",
+    ]
+
+
+def scan(profile_dir: Path, roots: list[str]) -> FileSet:
+    """Regular files under `roots` with their size and mtime; symlinks and lock files skipped."""
+    files: FileSet = {}
+    for root in roots:
+        for directory, _dirs, names in os.walk(profile_dir / root):
+            for name in names:
+                if name in _SKIPPED_NAMES:
+                    continue
+                path = Path(directory, name)
+                try:
+                    st = path.lstat()
+                except FileNotFoundError:
+                    continue
+                if path.is_symlink() or not path.is_file():
+                    continue
+                files[path.relative_to(profile_dir).as_posix()] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    shutil.copyfile(source, target)
+
+
+def stable_copy(
+    profile_dir: Path, origin: str, dest: Path, attempts: int = 8, pause: float = 0.05
+) -> FileSet:
+    """Copies the login files of `origin` into the empty directory `dest`, consistently.
+
+    Returns the copied file set. Raises NothingToBackUp or SnapshotUnstable.
+    """
+    roots = login_roots(origin)
+    for attempt in range(1, attempts + 1):
+        before = scan(profile_dir, roots)
+        if not before:
+            raise NothingToBackUp(f"no login data of {origin} in {profile_dir}")
+        if _copy_all(profile_dir, dest, before) and scan(profile_dir, roots) == before:
+            return before
+        log.info("profile changed during the copy; copying again", attempt=attempt)
+        shutil.rmtree(dest)
+        dest.mkdir()
+        time.sleep(min(pause * 2 ** (attempt - 1), 1.0))
+    raise SnapshotUnstable(f"{profile_dir} kept changing during {attempts} copies")
+
+
+def _copy_all(profile_dir: Path, dest: Path, files: FileSet) -> bool:
+    """False when a file vanished during the copy (the set changed)."""
+    for relative in files:
+        target = dest / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _copy_file(profile_dir / relative, target)
+        except FileNotFoundError:
+            return False
+    return True

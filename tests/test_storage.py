@@ -1,0 +1,518 @@
+"""Session storage against a real S3 server (SeaweedFS on 127.0.0.1, credentials enforced)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from session_pod import __version__
+from session_pod.storage import (
+    BackupManager,
+    LocalStore,
+    ObjectNotFound,
+    S3Store,
+    SnapshotUnstable,
+    StorageSettings,
+    StoreAccessDenied,
+    StoreUnavailable,
+    build_store,
+    snapshot,
+)
+from session_pod.storage.profile import MARKER
+from session_pod.storage.retry import RetryPolicy
+from session_pod.storage.snapshot import origin_identifier, stable_copy
+from tests.support.s3 import SeaweedS3
+
+T = TypeVar("T")
+ORIGIN = "https://web.whatsapp.com/"
+WA = "Default/IndexedDB/https_web.whatsapp.com_0.indexeddb"
+CREDENTIALS = {"access_key_id": "k", "secret_access_key": "s", "region": "us-east-1"}
+FAST_RETRY = RetryPolicy(deadline=30, base_delay=0.1, max_delay=0.5)
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    with SeaweedS3(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+def s3_store(server: SeaweedS3, **overrides: Any) -> S3Store:
+    return S3Store(
+        server.bucket,
+        endpoint_url=server.endpoint_url,
+        region=server.region,
+        access_key_id=overrides.get("access_key_id", server.access_key_id),
+        secret_access_key=overrides.get("secret_access_key", server.secret_access_key),
+        connect_timeout=2,
+        max_attempts=1,
+    )
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A prefix of its own for each test, so tests sharing the server never see each other."""
+    return f"t-{request.node.name[:40].replace('[', '-').replace(']', '')}-{os.getpid()}"
+
+
+def make_profile(profile: Path, tag: str) -> None:
+    """A profile with Chromium's real layout: login data, other origins, caches, locks."""
+    files = {
+        "Default/Local Storage/leveldb/CURRENT": b"MANIFEST-000001\n",
+        "Default/Local Storage/leveldb/MANIFEST-000001": b"manifest " + tag.encode(),
+        "Default/Local Storage/leveldb/000003.log": b"last-wid-md=" + tag.encode() * 50,
+        "Default/Local Storage/leveldb/LOCK": b"",
+        "Default/Local Storage/leveldb/LOG": b"info log",
+        f"{WA}.leveldb/CURRENT": b"MANIFEST-000001\n",
+        f"{WA}.leveldb/MANIFEST-000001": b"idb manifest",
+        f"{WA}.leveldb/000005.ldb": os.urandom(4096) + tag.encode(),
+        f"{WA}.leveldb/000004.log": b"wawc " + tag.encode() * 100,
+        f"{WA}.leveldb/LOCK": b"",
+        f"{WA}.blob/1/00/2": b"blob " + tag.encode(),
+        "Default/IndexedDB/https_other.example_0.indexeddb.leveldb/000003.log": b"other",
+        "Default/Cache/Cache_Data/data_0": os.urandom(2048),
+        "Default/Service Worker/CacheStorage/abc/index": os.urandom(2048),
+        "Default/Preferences": b"{}",
+        "Local State": b"{}",
+    }
+    for relative, data in files.items():
+        (profile / relative).parent.mkdir(parents=True, exist_ok=True)
+        (profile / relative).write_bytes(data)
+    if not (profile / "SingletonLock").is_symlink():
+        (profile / "SingletonLock").symlink_to("other-host-4242")
+
+
+def login_files(profile: Path) -> dict[str, bytes]:
+    """What a restore must bring back: the login data of the WhatsApp origin, lock files aside."""
+    roots = [profile / "Default/Local Storage/leveldb", profile / f"{WA}.leveldb"]
+    roots.append(profile / f"{WA}.blob")
+    return {
+        path.relative_to(profile).as_posix(): path.read_bytes()
+        for root in roots
+        for path in sorted(root.rglob("*"))
+        if path.is_file() and path.name not in ("LOCK", "LOG")
+    }
+
+
+def test_round_trip_restores_only_the_login(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
+    profile = tmp_path / "profile"
+    make_profile(profile, "one")
+    expected = login_files(profile)
+    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+
+    record = run(manager.backup(profile, ORIGIN))
+
+    assert s3.keys(f"{prefix}/") == [
+        f"{prefix}/13/manifests/{record.version}.json",
+        f"{prefix}/13/versions/{record.version}.tar.gz",
+    ]
+    manifest = json.loads(
+        s3.client()
+        .get_object(Bucket=s3.bucket, Key=f"{prefix}/13/manifests/{record.version}.json")["Body"]
+        .read()
+    )
+    assert manifest["sha256"] == record.sha256 and manifest["size"] == record.size
+    assert manifest["program_version"] == __version__
+    assert sorted(manifest["files"]) == sorted(expected)
+    assert json.loads((profile / MARKER).read_text())["version"] == record.version
+
+    (profile / "Default/Local Storage/leveldb/000003.log").write_bytes(b"changed later")
+    for path in sorted(profile.rglob("*"), reverse=True):  # the pod's volume is wiped
+        path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
+    profile.rmdir()
+
+    result = run(BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY).restore(profile))
+
+    assert result is not None and result.restored and result.version == record.version
+    assert result.skipped == [] and result.size == record.size
+    assert login_files(profile) == expected
+    assert not (profile / "Default/Cache").exists()
+    assert not (profile / "Default/Service Worker").exists()
+    assert not list(profile.rglob("LOCK")) and not list(profile.glob("Singleton*"))
+    assert json.loads((profile / MARKER).read_text())["version"] == record.version
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no scratch left
+
+
+def test_restore_keeps_a_local_profile_that_is_current(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    profile = tmp_path / "profile"
+    make_profile(profile, "one")
+    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+    first = run(manager.backup(profile, ORIGIN))
+    (profile / "newer-than-backup").write_text("kept")
+
+    kept = run(manager.restore(profile))
+
+    assert kept is not None and not kept.restored and kept.version == first.version
+    assert (profile / "newer-than-backup").exists()
+    assert not list(profile.glob("Singleton*"))  # a killed browser's locks are gone
+
+    second_profile = tmp_path / "elsewhere"
+    make_profile(second_profile, "two")
+    second = run(manager.backup(second_profile, ORIGIN))
+
+    restored = run(manager.restore(profile))  # the local profile is older than the newest backup
+
+    assert restored is not None and restored.restored and restored.version == second.version
+    assert login_files(profile) == login_files(second_profile)
+    assert not (profile / "newer-than-backup").exists()
+
+
+def test_no_backup_is_none_only_when_the_listing_succeeded(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    assert run(BackupManager(s3_store(s3), prefix, "13").restore(tmp_path / "p")) is None
+    down = S3Store(s3.bucket, endpoint_url="http://127.0.0.1:9", max_attempts=1, **CREDENTIALS)
+    manager = BackupManager(down, prefix, "13", retry=RetryPolicy(deadline=0.5, base_delay=0.1))
+    with pytest.raises(StoreUnavailable):
+        run(manager.restore(tmp_path / "p"))
+
+
+def corrupt_flip(s3: SeaweedS3, key: str) -> None:
+    data = bytearray(s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read())
+    data[len(data) // 2] ^= 0xFF
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=bytes(data))
+
+
+def corrupt_truncate(s3: SeaweedS3, key: str) -> None:
+    data = s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read()
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=data[:100])
+
+
+def corrupt_delete(s3: SeaweedS3, key: str) -> None:
+    s3.client().delete_object(Bucket=s3.bucket, Key=key)
+
+
+def corrupt_manifest(s3: SeaweedS3, key: str) -> None:
+    manifest_key = key.replace("/versions/", "/manifests/").replace(".tar.gz", ".json")
+    s3.client().put_object(Bucket=s3.bucket, Key=manifest_key, Body=b'{"version": ')
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (corrupt_flip, "sha256"),
+        (corrupt_truncate, "size"),
+        (corrupt_delete, "missing"),
+        (corrupt_manifest, "malformed manifest"),
+    ],
+)
+def test_corrupt_newest_backup_falls_back_to_the_previous(
+    s3: SeaweedS3, prefix: str, tmp_path: Path, damage: Any, reason: str
+) -> None:
+    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+    make_profile(tmp_path / "v1", "one")
+    make_profile(tmp_path / "v2", "two")
+    good = run(manager.backup(tmp_path / "v1", ORIGIN))
+    bad = run(manager.backup(tmp_path / "v2", ORIGIN))
+    damage(s3, f"{prefix}/13/versions/{bad.version}.tar.gz")
+
+    result = run(manager.restore(tmp_path / "restored"))
+
+    assert result is not None and result.restored and result.version == good.version
+    assert [s.version for s in result.skipped] == [bad.version]
+    assert reason in result.skipped[0].reason
+    assert login_files(tmp_path / "restored") == login_files(tmp_path / "v1")
+
+
+class CrashBeforeManifest:
+    """A store whose process "dies" right after the data object was uploaded."""
+
+    def __init__(self, store: S3Store) -> None:
+        self.store = store
+
+    async def put(self, key: str, path: Path) -> None:
+        if "/manifests/" in key:
+            raise KeyboardInterrupt("killed")
+        await self.store.put(key, path)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_crash_mid_backup_leaves_the_previous_backup(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    profile = tmp_path / "profile"
+    make_profile(profile, "one")
+    good = run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
+    expected = login_files(profile)
+    make_profile(profile, "two")
+    with pytest.raises(KeyboardInterrupt):
+        run(BackupManager(CrashBeforeManifest(s3_store(s3)), prefix, "13").backup(profile, ORIGIN))
+    assert len(s3.keys(f"{prefix}/13/versions/")) == 2  # the orphan data object
+
+    result = run(BackupManager(s3_store(s3), prefix, "13").restore(tmp_path / "new"))
+
+    assert result is not None and result.version == good.version and result.skipped == []
+    assert login_files(tmp_path / "new") == expected
+
+    newest = run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
+    assert s3.keys(f"{prefix}/13/versions/") == [  # the next backup removes the orphan
+        f"{prefix}/13/versions/{good.version}.tar.gz",
+        f"{prefix}/13/versions/{newest.version}.tar.gz",
+    ]
+
+
+def test_s3_down_at_restore_is_retried_until_it_is_back(tmp_path: Path) -> None:
+    server = SeaweedS3(tmp_path / "s3")
+    server.start()
+    try:
+        profile = tmp_path / "profile"
+        make_profile(profile, "one")
+        attempts: list[int] = []
+        manager = BackupManager(
+            s3_store(server),
+            "p",
+            "13",
+            retry=RetryPolicy(deadline=None, base_delay=0.2, max_delay=0.5),
+            on_retry=lambda attempt, _exc, _delay: attempts.append(attempt),
+        )
+        record = run(manager.backup(profile, ORIGIN))
+        server.stop()
+
+        async def scenario() -> Any:
+            restore = asyncio.create_task(manager.restore(tmp_path / "restored"))
+            while len(attempts) < 3:
+                assert not restore.done(), restore
+                await asyncio.sleep(0.05)
+            await asyncio.to_thread(server.start)
+            return await restore
+
+        result = run(scenario())
+
+        assert len(attempts) >= 3
+        assert result is not None and result.restored and result.version == record.version
+        assert login_files(tmp_path / "restored") == login_files(profile)
+    finally:
+        server.stop()
+
+
+def test_wrong_credentials_are_a_clear_error_and_delete_nothing(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    profile = tmp_path / "profile"
+    make_profile(profile, "one")
+    run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
+    before_keys = s3.keys(f"{prefix}/")
+    before_files = login_files(profile)
+    retried: list[int] = []
+    for credentials in ({"secret_access_key": "wrong"}, {"access_key_id": "nobody"}):
+        manager = BackupManager(
+            s3_store(s3, **credentials),
+            prefix,
+            "13",
+            retry=RetryPolicy(deadline=None),
+            on_retry=lambda attempt, _e, _d: retried.append(attempt),
+        )
+        with pytest.raises(StoreAccessDenied):
+            run(manager.restore(profile), timeout=10)
+        with pytest.raises(StoreAccessDenied):
+            run(manager.backup(profile, ORIGIN), timeout=10)
+        with pytest.raises(StoreAccessDenied):
+            run(manager.delete_all(), timeout=10)
+
+    assert retried == []
+    assert s3.keys(f"{prefix}/") == before_keys
+    assert login_files(profile) == before_files
+
+
+def test_two_locations_never_touch_each_other(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
+    one = BackupManager(s3_store(s3), prefix, "1", keep=1)
+    thirteen = BackupManager(s3_store(s3), prefix, "13", keep=1)  # "1" is a prefix of "13"
+    make_profile(tmp_path / "p1", "location-one")
+    make_profile(tmp_path / "p13", "location-thirteen")
+    run(thirteen.backup(tmp_path / "p13", ORIGIN))
+    for _ in range(2):  # pruning of "1" must not see "13"
+        run(one.backup(tmp_path / "p1", ORIGIN))
+    run(thirteen.backup(tmp_path / "p13", ORIGIN))
+
+    run(one.restore(tmp_path / "r1"))
+    run(thirteen.restore(tmp_path / "r13"))
+    assert login_files(tmp_path / "r1") == login_files(tmp_path / "p1")
+    assert login_files(tmp_path / "r13") == login_files(tmp_path / "p13")
+
+    assert run(one.delete_all()) == 2
+    assert s3.keys(f"{prefix}/1/") == []
+    assert len(s3.keys(f"{prefix}/13/")) == 2
+    assert run(one.restore(tmp_path / "r1-again")) is None
+
+
+def test_keeps_the_newest_n_backups(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
+    manager = BackupManager(s3_store(s3), prefix, "13", keep=2)
+    make_profile(tmp_path / "p", "one")
+    versions = [run(manager.backup(tmp_path / "p", ORIGIN)).version for _ in range(4)]
+
+    assert s3.keys(f"{prefix}/13/") == [
+        *(f"{prefix}/13/manifests/{v}.json" for v in versions[2:]),
+        *(f"{prefix}/13/versions/{v}.tar.gz" for v in versions[2:]),
+    ]
+
+
+def test_delete_all_removes_every_object_of_the_location(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    manager = BackupManager(s3_store(s3), prefix, "13")
+    make_profile(tmp_path / "p", "one")
+    for _ in range(3):
+        run(manager.backup(tmp_path / "p", ORIGIN))
+
+    assert run(manager.delete_all()) == 6
+    assert s3.keys(f"{prefix}/13/") == []
+    assert run(manager.restore(tmp_path / "r")) is None
+
+
+def test_local_store_round_trip(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "backups")
+    manager = BackupManager(store, "whatsapp-sessions", "13", keep=2)
+    make_profile(tmp_path / "p", "one")
+    for _ in range(3):
+        record = run(manager.backup(tmp_path / "p", ORIGIN))
+
+    result = run(manager.restore(tmp_path / "r"))
+
+    assert result is not None and result.version == record.version
+    assert login_files(tmp_path / "r") == login_files(tmp_path / "p")
+    keys = run(store.list("whatsapp-sessions/13/"))
+    assert len(keys) == 4 and run(store.list("whatsapp-sessions/1")) == keys
+    assert run(store.list("whatsapp-sessions/13/m")) == keys[:2]
+    assert not list((tmp_path / "backups").rglob("*.partial"))
+    with pytest.raises(ObjectNotFound):
+        run(store.get("whatsapp-sessions/13/nothing", tmp_path / "x"))
+
+
+def test_store_errors_are_never_no_backup(s3: SeaweedS3, tmp_path: Path) -> None:
+    with pytest.raises(ObjectNotFound):
+        run(s3_store(s3).get("no/such/key", tmp_path / "x"))
+    down = S3Store("bucket", endpoint_url="http://127.0.0.1:9", max_attempts=1, **CREDENTIALS)
+    with pytest.raises(StoreUnavailable):
+        run(down.list("p/13/"))
+    missing_bucket = S3Store(
+        "no-such-bucket",
+        endpoint_url=s3.endpoint_url,
+        region=s3.region,
+        access_key_id=s3.access_key_id,
+        secret_access_key=s3.secret_access_key,
+    )
+    with pytest.raises(StoreAccessDenied):
+        run(missing_bucket.list("p/13/"))
+
+
+def test_stable_copy_copies_again_when_a_file_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = tmp_path / "profile"
+    make_profile(profile, "one")
+    log_file = profile / f"{WA}.leveldb/000004.log"
+    copies: list[Path] = []
+    real_copy = snapshot._copy_file
+
+    def copy_while_chromium_writes(source: Path, target: Path) -> None:
+        real_copy(source, target)
+        copies.append(source)
+        if len(copies) == 2:  # during the first pass, after some files were copied
+            with log_file.open("ab") as log:
+                log.write(b"a record written during the copy")
+
+    monkeypatch.setattr(snapshot, "_copy_file", copy_while_chromium_writes)
+    dest = tmp_path / "copy"
+    dest.mkdir()
+
+    files = stable_copy(profile, ORIGIN, dest, pause=0)
+
+    assert len(copies) == 2 * len(files)  # two full passes
+    assert (dest / log_file.relative_to(profile)).read_bytes() == log_file.read_bytes()
+    assert {p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()} == set(files)
+
+
+def test_stable_copy_gives_up_when_the_profile_never_settles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = tmp_path / "profile"
+    make_profile(profile, "one")
+    real_copy = snapshot._copy_file
+
+    def copy_while_chromium_always_writes(source: Path, target: Path) -> None:
+        real_copy(source, target)
+        with (profile / f"{WA}.leveldb/000004.log").open("ab") as log:
+            log.write(b"x")
+
+    monkeypatch.setattr(snapshot, "_copy_file", copy_while_chromium_always_writes)
+    dest = tmp_path / "copy"
+    dest.mkdir()
+    with pytest.raises(SnapshotUnstable):
+        stable_copy(profile, ORIGIN, dest, attempts=3, pause=0)
+
+
+def test_origin_identifier_matches_chromium() -> None:
+    assert origin_identifier("https://web.whatsapp.com/") == "https_web.whatsapp.com_0"
+    assert origin_identifier("https://web.whatsapp.com:443") == "https_web.whatsapp.com_0"
+    # Checked against Chromium: an explicit port is part of the name, with no "_0" after it.
+    assert origin_identifier("http://127.0.0.1:38897/") == "http_127.0.0.1_38897"
+    with pytest.raises(ValueError):
+        origin_identifier("web.whatsapp.com")
+
+
+def test_settings_read_the_seed_variables() -> None:
+    seed = StorageSettings.from_env(
+        {
+            "AWS_S3_BUCKET_NAME": "seed-bucket",
+            "AWS_S3_REGION": "sa-east-1",
+            "AWS_S3_FOLDER_NAME": "/sessions/",
+            "AWS_S3_ACCESS_KEY_ID": "AKIASEED",
+            "AWS_S3_SECRET_ACCES_KEY_ID": "misspelled-secret",
+        }
+    )
+    assert (seed.bucket, seed.region, seed.prefix) == ("seed-bucket", "sa-east-1", "sessions")
+    assert (seed.access_key_id, seed.secret_access_key) == ("AKIASEED", "misspelled-secret")
+    assert "misspelled-secret" not in repr(seed)
+    assert isinstance(build_store(seed), S3Store)
+
+    alias = StorageSettings.from_env(
+        {"AWS_S3_ACCESS_KEY_ID": "a", "AWS_S3_SECRET_ACCESS_KEY_ID": "spelled-right"}
+    )
+    assert alias.secret_access_key == "spelled-right"
+
+    new = StorageSettings.from_env(
+        {
+            "S3_BUCKET": "new",
+            "AWS_S3_BUCKET_NAME": "seed",
+            "S3_ENDPOINT_URL": "http://127.0.0.1:8333",
+            "S3_PREFIX": "p",
+            "AWS_ACCESS_KEY_ID": "k",
+            "AWS_SECRET_ACCESS_KEY": "s",
+            "AWS_S3_SECRET_ACCES_KEY_ID": "seed-secret",
+            "BACKUP_KEEP": "3",
+            "BACKUP_INTERVAL_SECONDS": "60",
+        }
+    )
+    assert (new.bucket, new.endpoint_url, new.prefix) == ("new", "http://127.0.0.1:8333", "p")
+    assert (new.secret_access_key, new.keep, new.interval_seconds) == ("s", 3, 60.0)
+
+
+def test_settings_defaults_and_errors(tmp_path: Path) -> None:
+    default = StorageSettings.from_env({"DATA_DIR": str(tmp_path)})
+    assert default.bucket is None and default.prefix == "whatsapp-sessions"
+    assert (default.keep, default.interval_seconds) == (5, 900.0)
+    store = build_store(default)
+    assert isinstance(store, LocalStore) and store.directory == tmp_path / "backups"
+    local = StorageSettings.from_env({"LOCAL_BACKUP_DIR": str(tmp_path / "b")})
+    assert local.local_dir == tmp_path / "b"
+    for env in (
+        {"BACKUP_KEEP": "0"},
+        {"BACKUP_KEEP": "2.5"},
+        {"BACKUP_INTERVAL_SECONDS": "soon"},
+        {"AWS_ACCESS_KEY_ID": "only-the-key"},
+    ):
+        with pytest.raises(ValueError):
+            StorageSettings.from_env(env)
