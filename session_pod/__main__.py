@@ -10,13 +10,19 @@ from aiohttp import web
 
 from . import logs
 from .app import create_app
-from .config import ConfigError, Settings
+from .config import Settings
+from .delivery import OutboxError
 
 log = logs.get_logger("session_pod")
 
 
 async def serve(settings: Settings) -> None:
-    runner = web.AppRunner(create_app(settings), access_log=None, shutdown_timeout=5)
+    try:
+        app = create_app(settings)
+    except OutboxError as exc:
+        log.critical("the delivery database cannot be used", error=str(exc))
+        sys.exit(f"delivery database error: {exc}")
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     log.info("listening", host=settings.host, port=settings.port)
@@ -33,7 +39,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     try:
         settings = Settings.from_env()
-    except ConfigError as exc:
+    except ValueError as exc:
         sys.exit(f"configuration error: {exc}")
     logs.configure({"location": settings.location_id})
     asyncio.run(serve(settings))

@@ -9,8 +9,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from .delivery import STATUSES, IdempotencyConflict, IdempotencyMismatch, Outbox
 from .driver import DriverError
 from .logs import get_logger
+from .messenger import Messenger
 from .metrics import Metrics
 from .qr import qr_png
 from .session import NotReady, Session, UnknownNumber, phone_of
@@ -18,6 +20,7 @@ from .states import SessionState
 from .validation import (
     ApiError,
     choice_param,
+    idempotency_key,
     int_param,
     json_object,
     location_identifier,
@@ -28,6 +31,8 @@ from .validation import (
 log = get_logger(__name__)
 SESSION = web.AppKey("session", Session)
 METRICS = web.AppKey("metrics", Metrics)
+MESSENGER = web.AppKey("messenger", Messenger)
+OUTBOX = web.AppKey("outbox", Outbox)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -111,8 +116,15 @@ async def send_message(request: web.Request) -> web.Response:
     location_identifier(body, session.settings.location_id)
     chat_id = receiver_chat_id(body)
     text = text_field(body, "message")
+    key = idempotency_key(body, request.headers)
     try:
-        sent = await session.send_text(chat_id, text)
+        answer, replayed = await request.app[MESSENGER].send(chat_id, text, key)
+    except IdempotencyConflict:
+        raise ApiError(
+            409, "A request with this idempotency key is in progress or was interrupted"
+        ) from None
+    except IdempotencyMismatch:
+        raise ApiError(422, "This idempotency key was used for a different message") from None
     except NotReady:
         await session.login()
         raise not_ready(session) from None
@@ -122,7 +134,8 @@ async def send_message(request: web.Request) -> web.Response:
         ) from None
     except DriverError as exc:
         raise failed("Error sending message", exc) from exc
-    return web.json_response({"success": True, "message": text, **sent})
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return web.json_response(answer, headers=headers)
 
 
 async def chats(request: web.Request) -> web.Response:
@@ -172,6 +185,8 @@ async def status(request: web.Request) -> web.Response:
             "phone": session.phone,
             "qr_pending": session.qr is not None,
             "last_error": session.last_error,
+            "last_backup": session.backups.last,
+            "storage_error": session.backups.store_error,
         }
     )
 
@@ -218,6 +233,37 @@ async def events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def message(request: web.Request) -> web.Response:
+    record = await request.app[MESSENGER].ledger.get(request.match_info["id"])
+    if record is None:
+        raise ApiError(404, f"No message {request.match_info['id']} was sent from this session")
+    return web.json_response(record.as_dict())
+
+
+async def messages(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status is not None:
+        status = choice_param(request.query, "status", "", tuple(STATUSES))
+    limit = int_param(request.query, "limit", 100, 1, 1000)
+    records = await request.app[MESSENGER].ledger.list(status=status, limit=limit)
+    return web.json_response({"messages": [r.as_dict() for r in records]})
+
+
+async def failed_webhooks(request: web.Request) -> web.Response:
+    dead = await request.app[OUTBOX].failed()
+    return web.json_response({"failed": [d.as_dict() for d in dead]})
+
+
+async def replay_webhooks(request: web.Request) -> web.Response:
+    """Body `{"ids": [...]}` replays those dead letters; `{}` replays all of them."""
+    body = await json_object(request)
+    ids = body.get("ids", "all")
+    if ids != "all" and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+        raise ApiError(400, "The field ids must be a list of event ids")
+    replayed = await request.app[OUTBOX].replay(ids)
+    return web.json_response({"replayed": replayed})
+
+
 async def healthz(request: web.Request) -> web.Response:
     ok, detail = await request.app[SESSION].healthy()
     return web.json_response({"ok": ok, "detail": detail}, status=200 if ok else 503)
@@ -243,6 +289,10 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/status", status)
     app.router.add_get("/qr", qr)
     app.router.add_get("/events", events)
+    app.router.add_get("/messages", messages)
+    app.router.add_get("/messages/{id}", message)
+    app.router.add_get("/webhooks/failed", failed_webhooks)
+    app.router.add_post("/webhooks/replay", replay_webhooks)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -1,39 +1,73 @@
-"""The session pod's aiohttp application and its lifecycle."""
+"""The session pod's aiohttp application and its lifecycle.
+
+Startup opens the delivery database (a corrupt or unwritable one stops the program with a
+clear error rather than losing events), starts the webhook sender and the ack watchdog,
+and launches the browser in the background. Shutdown (SIGTERM) ends the event streams,
+closes the browser, takes the final backup, then lets the outbox drain briefly.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from .api import METRICS, SESSION, add_routes, seed_errors
+from .api import MESSENGER, METRICS, OUTBOX, SESSION, add_routes, seed_errors
+from .backup_schedule import BackupSchedule
 from .config import Settings
-from .events import EventBus
+from .delivery import IdempotencyStore, MessageLedger, Outbox, OutboxError, RateLimiter
+from .events import EventBus, SessionEvent
+from .messenger import Messenger
 from .metrics import Metrics
 from .session import Session
 from .validation import MAX_BODY_BYTES
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Startup launches the browser in the background; cleanup closes it (after SIGTERM)."""
+    """Raises OutboxError when the delivery database cannot be used."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(settings.location_id)
     bus = EventBus()
+    session = Session(settings, bus, metrics, BackupSchedule(settings, bus))
+    outbox = Outbox(settings.delivery_db, settings.location_id, settings.webhooks)
+    messenger = Messenger(
+        session,
+        MessageLedger(settings.delivery_db),
+        IdempotencyStore(settings.delivery_db),
+        RateLimiter(settings.send_rate_per_minute),
+    )
+
+    def to_outbox(event: SessionEvent) -> None:
+        try:
+            outbox.enqueue(event.type, event.data)
+        except OutboxError as exc:
+            session.fail(f"webhook outbox unusable: {exc}")
+
     bus.add_listener(lambda event: metrics.events.labels(event.type).inc())
-    session = Session(settings, bus, metrics)
+    bus.add_listener(to_outbox)
+    bus.add_listener(messenger.on_event)
 
     app = web.Application(middlewares=[seed_errors], client_max_size=MAX_BODY_BYTES)
     app[SESSION] = session
     app[METRICS] = metrics
+    app[MESSENGER] = messenger
+    app[OUTBOX] = outbox
     add_routes(app)
 
-    async def start_session(_: web.Application) -> None:
+    async def start(_: web.Application) -> None:
+        outbox.start()
+        messenger.watchdog.start()
         await session.start()
 
     async def end_streams(_: web.Application) -> None:
         bus.close()
 
-    async def close_browser(_: web.Application) -> None:
+    async def stop(_: web.Application) -> None:
+        await messenger.watchdog.stop()
         await session.close()
+        await outbox.stop(drain_timeout=2)
+        for store in (outbox, messenger.ledger, messenger.idempotency):
+            store.close()
 
-    app.on_startup.append(start_session)
+    app.on_startup.append(start)
     app.on_shutdown.append(end_streams)
-    app.on_cleanup.append(close_browser)
+    app.on_cleanup.append(stop)
     return app

@@ -97,6 +97,7 @@
       );
     },
     contacts: async () => (await WPP.contact.list()).map(contact),
+    syncFinished: () => !WPP.conn.getHistorySyncProgress().inProgress,
     logout: () => WPP.conn.logout(),
     refreshQR: async () => {
       const code = await WPP.conn.refreshQR();

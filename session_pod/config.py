@@ -3,40 +3,19 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from .delivery.watchdog import WatchdogSettings
+from .delivery.webhooks import WebhookSettings
+from .envvars import ConfigError, env_bool, env_int, env_number
+from .storage.settings import StorageSettings
+
+__all__ = ["ConfigError", "Settings"]
 
 DEFAULT_WAJS_BUNDLE = (
     Path(__file__).resolve().parent.parent / "node_modules/@wppconnect/wa-js/dist/wppconnect-wa.js"
 )
-
-
-class ConfigError(ValueError):
-    """An environment variable is missing or malformed."""
-
-
-def _bool(env: dict[str, str], name: str, default: bool) -> bool:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("1", "true", "yes", "on"):
-        return True
-    if raw.lower() in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name} must be true or false, got {raw!r}")
-
-
-def _number(env: dict[str, str], name: str, default: float, minimum: float = 0) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -58,11 +37,21 @@ class Settings:
     relaunch_backoff_max: float = 30.0
     relaunch_max_attempts: int = 5
     health_check_interval: float = 5.0
+    sync_poll_interval: float = 1.0
+    send_rate_per_minute: float = 60.0
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings(base_url=None))
+    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
 
     @property
     def profile_dir(self) -> Path:
         """Chromium's user data directory: the WhatsApp login lives here."""
         return self.data_dir / "profile"
+
+    @property
+    def delivery_db(self) -> Path:
+        """The outbox, message ledger and idempotency keys (SQLite, on the pod's volume)."""
+        return self.data_dir / "delivery.db"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -73,25 +62,36 @@ class Settings:
         return cls(
             location_id=location,
             host=env.get("HOST", cls.host),
-            port=int(_number(env, "PORT", cls.port, minimum=1)),
+            port=env_int(env, "PORT", cls.port, minimum=1),
             data_dir=Path(env.get("DATA_DIR", str(cls.data_dir))),
             whatsapp_web_url=env.get("WHATSAPP_WEB_URL", cls.whatsapp_web_url),
-            inject_wajs=_bool(env, "WAJS_INJECT", cls.inject_wajs),
+            inject_wajs=env_bool(env, "WAJS_INJECT", cls.inject_wajs),
             wajs_bundle=Path(env.get("WAJS_BUNDLE", str(cls.wajs_bundle))),
             chromium_path=env.get("CHROMIUM_PATH", cls.chromium_path),
             device_name=env.get("DEVICE_NAME", cls.device_name),
-            archive_after_send=_bool(env, "ARCHIVE_AFTER_SEND", cls.archive_after_send),
-            call_timeout=_number(env, "CALL_TIMEOUT_SECONDS", cls.call_timeout, minimum=0.1),
-            health_timeout=_number(env, "HEALTH_TIMEOUT_SECONDS", cls.health_timeout, minimum=0.1),
-            load_timeout=_number(env, "LOAD_TIMEOUT_SECONDS", cls.load_timeout, minimum=1),
-            qr_ttl=_number(env, "QR_TTL_SECONDS", cls.qr_ttl, minimum=1),
-            relaunch_backoff_max=_number(
+            archive_after_send=env_bool(env, "ARCHIVE_AFTER_SEND", cls.archive_after_send),
+            call_timeout=env_number(env, "CALL_TIMEOUT_SECONDS", cls.call_timeout, minimum=0.1),
+            health_timeout=env_number(
+                env, "HEALTH_TIMEOUT_SECONDS", cls.health_timeout, minimum=0.1
+            ),
+            load_timeout=env_number(env, "LOAD_TIMEOUT_SECONDS", cls.load_timeout, minimum=1),
+            qr_ttl=env_number(env, "QR_TTL_SECONDS", cls.qr_ttl, minimum=1),
+            relaunch_backoff_max=env_number(
                 env, "RELAUNCH_BACKOFF_MAX_SECONDS", cls.relaunch_backoff_max, minimum=0.1
             ),
-            relaunch_max_attempts=int(
-                _number(env, "RELAUNCH_MAX_ATTEMPTS", cls.relaunch_max_attempts, minimum=1)
+            relaunch_max_attempts=env_int(
+                env, "RELAUNCH_MAX_ATTEMPTS", cls.relaunch_max_attempts, minimum=1
             ),
-            health_check_interval=_number(
+            health_check_interval=env_number(
                 env, "HEALTH_CHECK_INTERVAL_SECONDS", cls.health_check_interval, minimum=0.1
             ),
+            sync_poll_interval=env_number(
+                env, "SYNC_POLL_INTERVAL_SECONDS", cls.sync_poll_interval, minimum=0.05
+            ),
+            send_rate_per_minute=env_number(
+                env, "SEND_RATE_PER_MINUTE", cls.send_rate_per_minute, minimum=0
+            ),
+            storage=StorageSettings.from_env(env),
+            webhooks=WebhookSettings.from_env(env),
+            watchdog=WatchdogSettings.from_env(env),
         )

@@ -34,6 +34,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
+    # localStorage (where WhatsApp keeps part of its login) is otherwise committed to disk
+    # seconds later, so a backup taken right after linking could miss it.
+    "--enable-aggressive-domstorage-flushing",
 ]
 
 

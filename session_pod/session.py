@@ -16,12 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from .backup_schedule import BackupSchedule
 from .config import Settings
 from .driver import BridgeMessage, DriverError, WhatsAppWebDriver
 from .events import EventBus
 from .logs import get_logger
 from .metrics import Metrics
 from .states import SessionState, StateMachine
+from .storage import StoreError
 
 log = get_logger(__name__)
 S = SessionState
@@ -60,10 +62,13 @@ def phone_of(wid: str) -> str:
 
 
 class Session:
-    def __init__(self, settings: Settings, bus: EventBus, metrics: Metrics) -> None:
+    def __init__(
+        self, settings: Settings, bus: EventBus, metrics: Metrics, backups: BackupSchedule
+    ) -> None:
         self.settings = settings
         self.bus = bus
         self.metrics = metrics
+        self.backups = backups
         self.machine = StateMachine(self._on_state_change)
         self.driver = WhatsAppWebDriver(settings, self._on_bridge, self._on_browser_dead)
         self.phone: str | None = None
@@ -74,6 +79,7 @@ class Session:
         self._dead_reason = ""
         self._healthy_since_launch = False
         self._logging_out = False
+        self._linked = False  # the profile holds a login worth backing up
         self._lifecycle = asyncio.Lock()
         metrics.set_state(self.machine.state)
 
@@ -91,9 +97,12 @@ class Session:
         self._supervisor = asyncio.create_task(self._supervise(), name="browser-supervisor")
 
     async def close(self) -> None:
-        """Closes the browser cleanly (SIGTERM); the login stays in the profile."""
+        """SIGTERM: closes the browser cleanly, then backs up the closed (consistent) profile."""
         async with self._lifecycle:
+            self.backups.session_not_ready()
             await self._stop_supervisor()
+            if self._linked:
+                await self.backups.backup("shutdown")
 
     async def login(self) -> None:
         """The seed's /login: (re)initializes a stopped session, refreshes an expired QR."""
@@ -105,7 +114,7 @@ class Session:
                     await self.driver.call("refreshQR")
 
     async def logout(self) -> None:
-        """Unlinks the device, closes the browser and forgets the local login."""
+        """Unlinks the device, closes the browser, forgets the login here and in the backups."""
         async with self._lifecycle:
             if self.driver.running and self.state in (S.READY, S.SYNCING, S.DISCONNECTED):
                 self._logging_out = True
@@ -114,10 +123,17 @@ class Session:
                 except DriverError as exc:
                     log.warning("WhatsApp logout call failed; wiping the profile", error=str(exc))
             await self._stop_supervisor()
-            self._logging_out = False
+            self._logging_out, self._linked = False, False
             await asyncio.to_thread(shutil.rmtree, self.settings.profile_dir, True)
             self.phone, self.qr = None, None
             self._move(S.LOGGED_OUT, "logout requested", force=True)
+            await self.backups.delete_all()
+
+    def fail(self, reason: str) -> None:
+        """Something the session cannot work without broke: report it (liveness fails)."""
+        log.error("session failed", reason=reason)
+        self.last_error = reason
+        self._move(S.FAILED, reason, force=True)
 
     async def healthy(self) -> tuple[bool, str]:
         """Liveness: the browser answers, or is being (re)started. `failed` is not live."""
@@ -134,7 +150,7 @@ class Session:
             raise NotReady(str(self.state))
 
     async def send_text(self, chat_id: str, text: str) -> dict[str, Any]:
-        """Checks the number exists, sends, then archives the chat (the seed's behaviour)."""
+        """Checks that the number exists, then sends: `{id, ack, chat_id}`."""
         self.require_ready()
         found = await self.driver.call("numberExists", chat_id)
         if not found:
@@ -143,13 +159,17 @@ class Session:
         sent = await self.driver.call("sendText", found, text)
         self.metrics.messages_sent.inc()
         self.metrics.send_seconds.observe(time.perf_counter() - started)
-        archived = False
-        if self.settings.archive_after_send:
-            try:
-                archived = await self.driver.call("archive", found)
-            except DriverError as exc:
-                log.warning("chat not archived after send", chat=found, error=str(exc))
-        return {"id": sent["id"], "ack": sent["ack"], "chat_id": found, "archived": archived}
+        return {"id": sent["id"], "ack": sent["ack"], "chat_id": found}
+
+    async def archive(self, chat_id: str) -> bool:
+        """The seed archived each chat after sending; a failure here is not a failed send."""
+        if not self.settings.archive_after_send:
+            return False
+        try:
+            return await self.driver.call("archive", chat_id)
+        except DriverError as exc:
+            log.warning("chat not archived after send", chat=chat_id, error=str(exc))
+            return False
 
     async def chats(self, count: int, messages_per_chat: int) -> list[dict[str, Any]]:
         self.require_ready()
@@ -162,6 +182,11 @@ class Session:
     # the supervisor ----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        try:
+            await self.backups.restore()
+        except StoreError as exc:
+            self.fail(f"backup storage error: {exc}")
+            return
         failures = 0
         while True:
             self._browser_dead.clear()
@@ -203,6 +228,13 @@ class Session:
                 await task
         await self.driver.close()
 
+    async def _sync_finished(self) -> bool:
+        """WhatsApp's initial history sync is over (the login data has settled)."""
+        try:
+            return await self.driver.call("syncFinished")
+        except DriverError:
+            return False
+
     def _on_browser_dead(self, reason: str) -> None:
         self._dead_reason = reason
         self._browser_dead.set()
@@ -220,7 +252,7 @@ class Session:
         elif kind == "conn.logout_reason":
             self.last_error = f"logged out: {data.get('reason')}"
         elif kind == "conn.logout" and not self._logging_out:
-            self.phone, self.qr = None, None
+            self.phone, self.qr, self._linked = None, None, False
             self._move(S.QR_REQUIRED, "logged out remotely")
             self.bus.publish("disconnected", {"reason": "logout"})
         elif kind == "chat.new_message" and not data.get("fromMe"):
@@ -259,6 +291,11 @@ class Session:
 
     def _on_state_change(self, old: SessionState, new: SessionState, reason: str) -> None:
         self.metrics.set_state(new)
+        if new == S.READY:
+            self._linked = True
+            self.backups.session_ready(self._sync_finished)
+        elif old == S.READY:
+            self.backups.session_not_ready()
         self.bus.publish(
             "state",
             {"state": str(new), "previous": str(old), "reason": reason, "phone": self.phone},

@@ -97,6 +97,16 @@ def receiver_chat_id(body: dict[str, Any], name: str = "receiver_phone") -> str:
     return f"{digits}@c.us"
 
 
+def idempotency_key(body: dict[str, Any], headers: Any) -> str | None:
+    """From the body's `idempotency_key` or the Idempotency-Key header."""
+    value = body.get("idempotency_key", headers.get("Idempotency-Key"))
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value.strip()) <= 200:
+        raise bad_request("The idempotency key must be a string of 1 to 200 characters")
+    return value.strip()
+
+
 def int_param(query: Any, name: str, default: int, low: int, high: int) -> int:
     raw = query.get(name)
     if raw is None or raw == "":

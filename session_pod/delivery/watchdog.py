@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from session_pod.config import _bool, _number
+from session_pod.envvars import env_bool, env_int, env_number
 from session_pod.logs import get_logger
 
 from .ledger import ACK_FAILED, MessageLedger, MessageRecord
@@ -39,10 +39,10 @@ class WatchdogSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> WatchdogSettings:
         env = dict(os.environ if env is None else env)
         return cls(
-            enabled=_bool(env, "ACK_WATCHDOG_ENABLED", cls.enabled),
-            deadline=_number(env, "ACK_DEADLINE_SECONDS", cls.deadline, minimum=1),
-            max_attempts=int(_number(env, "ACK_MAX_ATTEMPTS", cls.max_attempts, minimum=1)),
-            interval=_number(env, "ACK_CHECK_INTERVAL_SECONDS", cls.interval, minimum=0.1),
+            enabled=env_bool(env, "ACK_WATCHDOG_ENABLED", cls.enabled),
+            deadline=env_number(env, "ACK_DEADLINE_SECONDS", cls.deadline, minimum=1),
+            max_attempts=env_int(env, "ACK_MAX_ATTEMPTS", cls.max_attempts, minimum=1),
+            interval=env_number(env, "ACK_CHECK_INTERVAL_SECONDS", cls.interval, minimum=0.1),
         )
 
 

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from session_pod.config import ConfigError, _number
+from session_pod.envvars import ConfigError, env_number
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,9 @@ class WebhookSettings:
             ),
             secret=env.get("WEBHOOK_SECRET") or None,
             events=frozenset(events) or None,
-            retry_base=_number(env, "WEBHOOK_RETRY_BASE_SECONDS", cls.retry_base, minimum=0.001),
-            retry_max=_number(env, "WEBHOOK_RETRY_MAX_SECONDS", cls.retry_max, minimum=0.001),
-            timeout=_number(env, "WEBHOOK_TIMEOUT_SECONDS", cls.timeout, minimum=0.1),
+            retry_base=env_number(env, "WEBHOOK_RETRY_BASE_SECONDS", cls.retry_base, minimum=0.001),
+            retry_max=env_number(env, "WEBHOOK_RETRY_MAX_SECONDS", cls.retry_max, minimum=0.001),
+            timeout=env_number(env, "WEBHOOK_TIMEOUT_SECONDS", cls.timeout, minimum=0.1),
         )
 
 

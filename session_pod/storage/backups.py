@@ -84,7 +84,10 @@ class BackupManager:
         *,
         retry: RetryPolicy | None = None,
         on_retry: OnRetry | None = None,
+        settle_seconds: float = 0.0,
     ) -> None:
+        """`settle_seconds`: how long the login files must stay unchanged after being copied
+        (see snapshot.stable_copy)."""
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.store = store
@@ -93,6 +96,7 @@ class BackupManager:
         self.layout = Layout(prefix, location)
         self._retry = retry or RetryPolicy()
         self._on_retry = on_retry
+        self._settle = settle_seconds
         self._lock = asyncio.Lock()
 
     async def backup(self, profile_dir: Path, origin: str) -> BackupRecord:
@@ -134,7 +138,7 @@ class BackupManager:
     ) -> Manifest:
         copy = work / "copy"
         copy.mkdir()
-        files = stable_copy(profile_dir, origin, copy)
+        files = stable_copy(profile_dir, origin, copy, settle=self._settle)
         archive = work / "data.tar.gz"
         write_tar_gz(copy, files, archive)
         manifest = Manifest(

@@ -6,29 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from session_pod.envvars import env_first, env_int, env_number
 from session_pod.storage.stores import BackupStore, LocalStore, S3Store
-
-
-def _first(env: Mapping[str, str], *names: str) -> str | None:
-    """The first of `names` that is set and not blank (new names before the seed's)."""
-    for name in names:
-        value = env.get(name, "").strip()
-        if value:
-            return value
-    return None
-
-
-def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = _first(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {raw!r}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -41,16 +20,15 @@ class StorageSettings:
     secret_access_key: str | None = field(default=None, repr=False)
     keep: int = 5
     interval_seconds: float = 900.0
+    settle_seconds: float = 2.5
     local_dir: Path = Path("/data/backups")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StorageSettings:
-        keep = _positive(env, "BACKUP_KEEP", cls.keep)
-        if keep != int(keep):
-            raise ValueError(f"BACKUP_KEEP must be a whole number, got {keep}")
-        data_dir = Path(_first(env, "DATA_DIR") or "/data")
-        access_key_id = _first(env, "AWS_ACCESS_KEY_ID", "AWS_S3_ACCESS_KEY_ID")
-        secret_access_key = _first(
+        keep = env_int(env, "BACKUP_KEEP", cls.keep, minimum=1)
+        data_dir = Path(env_first(env, "DATA_DIR") or "/data")
+        access_key_id = env_first(env, "AWS_ACCESS_KEY_ID", "AWS_S3_ACCESS_KEY_ID")
+        secret_access_key = env_first(
             env,
             "AWS_SECRET_ACCESS_KEY",
             "AWS_S3_SECRET_ACCESS_KEY_ID",
@@ -59,15 +37,18 @@ class StorageSettings:
         if (access_key_id is None) != (secret_access_key is None):
             raise ValueError("set both the S3 access key id and the secret access key, or neither")
         return cls(
-            bucket=_first(env, "S3_BUCKET", "AWS_S3_BUCKET_NAME"),
-            endpoint_url=_first(env, "S3_ENDPOINT_URL"),
-            region=_first(env, "S3_REGION", "AWS_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
-            prefix=(_first(env, "S3_PREFIX", "AWS_S3_FOLDER_NAME") or cls.prefix).strip("/"),
+            bucket=env_first(env, "S3_BUCKET", "AWS_S3_BUCKET_NAME"),
+            endpoint_url=env_first(env, "S3_ENDPOINT_URL"),
+            region=env_first(env, "S3_REGION", "AWS_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
+            prefix=(env_first(env, "S3_PREFIX", "AWS_S3_FOLDER_NAME") or cls.prefix).strip("/"),
             access_key_id=access_key_id,
             secret_access_key=secret_access_key,
-            keep=int(keep),
-            interval_seconds=_positive(env, "BACKUP_INTERVAL_SECONDS", cls.interval_seconds),
-            local_dir=Path(_first(env, "LOCAL_BACKUP_DIR") or data_dir / "backups"),
+            keep=keep,
+            interval_seconds=env_number(
+                env, "BACKUP_INTERVAL_SECONDS", cls.interval_seconds, minimum=1
+            ),
+            settle_seconds=env_number(env, "BACKUP_SETTLE_SECONDS", cls.settle_seconds, minimum=0),
+            local_dir=Path(env_first(env, "LOCAL_BACKUP_DIR") or data_dir / "backups"),
         )
 
 

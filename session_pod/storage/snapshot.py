@@ -1,8 +1,15 @@
 """A consistent copy of the profile's login data, taken while Chromium may be writing it.
 
-The "stable copy": stat the file set (name, size, mtime_ns), copy it, stat it again. When
-nothing changed during the copy, the copy equals one instant of the directories, which LevelDB
-(crash-safe by design) opens like the state after a power cut. Otherwise try again (bounded).
+The "stable copy": stat the file set (name, size, mtime_ns), copy it, wait `settle` seconds,
+stat it again. When nothing changed, the copy equals one instant of the directories, which
+LevelDB (crash-safe by design) opens like the state after a power cut. Otherwise try again
+(bounded).
+
+Why the wait: IndexedDB writes reach the files at once, but Chromium commits localStorage
+changes later (about 1 s with --enable-aggressive-domstorage-flushing, measured; 5 s or more
+without). A page that wrote both just before the copy would leave the copy with the new
+IndexedDB half and the old localStorage half. Any such pending commit lands within `settle`
+seconds (when it exceeds the commit delay), changes the files, and forces another copy.
 """
 
 from __future__ import annotations
@@ -74,7 +81,12 @@ def _copy_file(source: Path, target: Path) -> None:
 
 
 def stable_copy(
-    profile_dir: Path, origin: str, dest: Path, attempts: int = 8, pause: float = 0.05
+    profile_dir: Path,
+    origin: str,
+    dest: Path,
+    settle: float = 0.0,
+    attempts: int = 8,
+    pause: float = 0.05,
 ) -> FileSet:
     """Copies the login files of `origin` into the empty directory `dest`, consistently.
 
@@ -85,7 +97,10 @@ def stable_copy(
         before = scan(profile_dir, roots)
         if not before:
             raise NothingToBackUp(f"no login data of {origin} in {profile_dir}")
-        if _copy_all(profile_dir, dest, before) and scan(profile_dir, roots) == before:
+        copied = _copy_all(profile_dir, dest, before)
+        if copied and settle:
+            time.sleep(settle)
+        if copied and scan(profile_dir, roots) == before:
             return before
         log.info("profile changed during the copy; copying again", attempt=attempt)
         shutil.rmtree(dest)

@@ -130,7 +130,7 @@ class SessionPod:
     def _serving(self) -> bool:
         if not self.program.alive():
             raise AssertionError(f"pod exited:\n{self.program.log_tail()}")
-        return requests.get(f"{self.url}/readyz", timeout=2).ok
+        return requests.get(f"{self.url}/status", timeout=2).ok
 
     def get(self, path: str, **params: Any) -> requests.Response:
         return requests.get(f"{self.url}{path}", params=params, timeout=30)
