@@ -5,7 +5,7 @@
 2. Latency the ledger adds to /send_message: `MessageLedger.record` + `IdempotencyStore.put`,
    and the full idempotent path (claim + record + complete), p50/p99.
 
-    python benchmarks/outbox_bench.py [--events 2000] [--messages 2000]
+    python -m benchmarks.outbox_bench [--events 2000] [--messages 2000]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Backup and restore of synthetic WhatsApp profiles against SeaweedFS on 127.0.0.1, side by
 side with the seed's RemoteAuth zip of the same profile.
 
-    python benchmarks/storage_bench.py [--runs 3]
+    python -m benchmarks.storage_bench [--runs 3]
 
 Profiles have Chromium's real layout: the login (Local Storage + WhatsApp's IndexedDB) of the
 seed's two sizes, about 1.5 MB and 32 MB, plus caches, a service worker and another origin.
