@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import re
+import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.processes import Program, free_port, wait_until
+from tests.support.control_plane import ControlPlane, control_plane_binaries
+from tests.support.processes import REPO, Program, free_port, wait_until
 from tests.support.s3 import SeaweedS3
 from tests.support.session_pods import Double, SessionPod
+from tests.support.test_node import TestNode
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +51,34 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
     """A real S3 API (SeaweedFS `weed mini`) on 127.0.0.1, credentials enforced."""
     with SeaweedS3(tmp_path_factory.mktemp("s3")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1 for the whole run."""
+    if shutil.which("go") is None:
+        pytest.skip(
+            "Go is not installed: kube-apiserver cannot be built (scripts/control_plane.sh)"
+        )
+    bin_dir = control_plane_binaries()
+    with ControlPlane(bin_dir, tmp_path_factory.mktemp("control-plane")) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def test_node(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TestNode]:
+    """A node that schedules and runs every pod of the control plane as local processes.
+    Per module: while it runs no pod stays Pending, which test_control_plane relies on."""
+    with TestNode(control_plane, tmp_path_factory.mktemp("test-node"), REPO) as node:
+        yield node
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane) -> Iterator[str]:
+    """A fresh namespace per test, deleted (without waiting) afterwards."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")

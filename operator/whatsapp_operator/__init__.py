@@ -1,0 +1,8 @@
+"""The kopf operator: each WhatsAppSession becomes a StatefulSet running one session pod.
+
+Lives in operator/ (a folder, never a package: a package named `operator` would shadow the
+standard library's module)."""
+
+GROUP = "whatsapp-sessions.io"
+VERSION = "v1alpha1"
+PLURAL = "whatsappsessions"

@@ -1,0 +1,43 @@
+"""The operator's own settings (its environment), applied to every session pod it creates."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from session_pod.envvars import ConfigError, env_int
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    image: str = "ghcr.io/whatsapp-sessions/session-pod:0.1.0"
+    # A Secret whose keys become the session pods' environment (S3 credentials, bucket,
+    # RAILS_APP_*, WEBHOOK_SECRET); optional, so a cluster without one still runs.
+    secret_name: str = "whatsapp-sessions"
+    # Extra plain environment for every session pod, e.g. {"S3_BUCKET": "...", "S3_PREFIX": "..."}.
+    pod_env: dict[str, str] = field(default_factory=dict)
+    termination_grace_seconds: int = 90
+    session_port: int = 8093
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
+        env = dict(os.environ if env is None else env)
+        raw = env.get("SESSION_POD_ENV", "") or "{}"
+        try:
+            pod_env: Any = json.loads(raw)
+        except ValueError:
+            raise ConfigError("SESSION_POD_ENV must be a JSON object of strings") from None
+        if not isinstance(pod_env, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in pod_env.items()
+        ):
+            raise ConfigError("SESSION_POD_ENV must be a JSON object of strings")
+        return cls(
+            image=env.get("SESSION_IMAGE") or cls.image,
+            secret_name=env.get("SESSION_SECRET") or cls.secret_name,
+            pod_env=pod_env,
+            termination_grace_seconds=env_int(
+                env, "SESSION_TERMINATION_GRACE_SECONDS", cls.termination_grace_seconds, 10
+            ),
+        )

@@ -1,0 +1,117 @@
+"""The Kubernetes objects of one location, built from its WhatsAppSession spec."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import OperatorConfig
+from .naming import location_label, session_name
+
+APP = "whatsapp-session"
+LOCATION_LABEL = "whatsapp-sessions.io/location"
+DATA_MOUNT = "/data"
+
+
+def labels(location_id: str) -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP, LOCATION_LABEL: location_label(location_id)}
+
+
+def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, Any]]:
+    backup = spec.get("backup", {})
+    plain = {
+        **config.pod_env,
+        "LOCATION_ID": spec["locationId"],
+        "PORT": str(config.session_port),
+        "DATA_DIR": DATA_MOUNT,
+        "BACKUP_INTERVAL_SECONDS": str(backup.get("intervalSeconds", 900)),
+        "BACKUP_KEEP": str(backup.get("keep", 5)),
+    }
+    if events := spec.get("webhook", {}).get("events"):
+        plain["WEBHOOK_EVENTS"] = ",".join(events)
+    return [
+        # The pod's own address: the probes and the router reach it there.
+        {"name": "HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        *({"name": key, "value": value} for key, value in sorted(plain.items())),
+    ]
+
+
+def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
+    """Replicas 1 (0 when paused); the volume holds the profile and the delivery database and
+    is deleted with the StatefulSet, kept when scaled to zero."""
+    location = spec["locationId"]
+    name = session_name(location)
+    probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
+    storage = spec.get("storage", {})
+    claim_spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": storage.get("size", "1Gi")}},
+    }
+    if storage.get("storageClassName"):
+        claim_spec["storageClassName"] = storage["storageClassName"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels(location)},
+        "spec": {
+            "serviceName": name,
+            "replicas": 0 if spec.get("paused") else 1,
+            "selector": {"matchLabels": labels(location)},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenDeleted": "Delete",
+                "whenScaled": "Retain",
+            },
+            "template": {
+                "metadata": {"labels": labels(location)},
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    # Long enough to close the browser and upload the final backup.
+                    "terminationGracePeriodSeconds": config.termination_grace_seconds,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                    "containers": [
+                        {
+                            "name": "session",
+                            "image": config.image,
+                            "command": ["python3", "-m", "session_pod"],
+                            "ports": [{"name": "http", "containerPort": config.session_port}],
+                            "env": session_env(spec, config),
+                            "envFrom": [
+                                {"secretRef": {"name": config.secret_name, "optional": True}}
+                            ],
+                            "resources": spec.get("resources", {}),
+                            "readinessProbe": {
+                                **probe,
+                                "httpGet": {"path": "/readyz", "port": "http"},
+                            },
+                            "livenessProbe": {
+                                **probe,
+                                "httpGet": {"path": "/healthz", "port": "http"},
+                                "periodSeconds": 10,
+                                "failureThreshold": 3,
+                            },
+                            "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
+                        }
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim_spec}],
+        },
+    }
+
+
+def service(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
+    """Headless: a stable DNS name for the one pod."""
+    location = spec["locationId"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": session_name(location),
+            "namespace": namespace,
+            "labels": labels(location),
+        },
+        "spec": {
+            "clusterIP": "None",
+            "selector": labels(location),
+            "ports": [{"name": "http", "port": config.session_port, "targetPort": "http"}],
+        },
+    }

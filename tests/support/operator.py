@@ -1,0 +1,84 @@
+"""The real operator (`kopf run`) as a process, authenticated as its own ServiceAccount."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .control_plane import ControlPlane
+from .processes import REPO, Program, free_port, wait_until
+
+CRD = REPO / "crds/whatsappsessions.yaml"
+RBAC = REPO / "operator/deploy/rbac.yaml"
+
+
+class OperatorProcess:
+    def __init__(
+        self,
+        cluster: ControlPlane,
+        namespace: str,
+        pod_env: dict[str, str],
+        env: dict[str, str],
+        log_path: Path,
+    ) -> None:
+        self.cluster, self.namespace = cluster, namespace
+        self.args = (pod_env, env)  # to start it again the same way
+        self.health = f"http://127.0.0.1:{free_port()}/healthz"
+        kubeconfig = cluster.kubeconfig_for_service_account(namespace, "whatsapp-operator")
+        self.program = Program(
+            "kopf",
+            [
+                "run",
+                "--standalone",
+                "-n",
+                namespace,
+                "-m",
+                "whatsapp_operator.handlers",
+                f"--liveness={self.health}",
+                "--log-format=json",
+            ],
+            {"KUBECONFIG": str(kubeconfig), "SESSION_POD_ENV": json.dumps(pod_env), **env},
+            log_path,
+        )
+        wait_until(self._live, 60, f"the operator to be live\n{self.program.log_tail()}")
+
+    def _live(self) -> bool:
+        if not self.program.alive():
+            raise AssertionError(f"the operator exited:\n{self.program.log_tail()}")
+        return requests.get(self.health, timeout=2).ok
+
+    def stop(self) -> None:
+        self.program.stop()
+
+
+def get_session(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    out = cluster.kubectl("get", "whatsappsession", name, "-n", namespace, "-o", "json").stdout
+    return json.loads(out)
+
+
+def wait_phase(
+    cluster: ControlPlane, namespace: str, name: str, phase: str, timeout: float = 60
+) -> dict[str, Any]:
+    return wait_until(
+        lambda: (
+            (s := get_session(cluster, namespace, name)).get("status", {}).get("phase") == phase
+            and s
+        ),
+        timeout,
+        f"{name} to be {phase}",
+        interval=0.3,
+    )
+
+
+def session_manifest(name: str, location: str, **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "whatsapp-sessions.io/v1alpha1",
+            "kind": "WhatsAppSession",
+            "metadata": {"name": name},
+            "spec": {"locationId": location, **spec},
+        }
+    )
