@@ -7,6 +7,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -14,6 +15,7 @@ import requests
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import (
     CRD,
+    PEERING_CRD,
     RBAC,
     OperatorProcess,
     get_session,
@@ -31,8 +33,9 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
     name = f"op-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("apply", "-f", str(CRD))
-    control_plane.kubectl("wait", "--for=condition=Established", "-f", str(CRD))
+    for crd in (CRD, PEERING_CRD):
+        control_plane.kubectl("apply", "-f", str(crd))
+        control_plane.kubectl("wait", "--for=condition=Established", "-f", str(crd))
     control_plane.kubectl("create", "namespace", name)
     control_plane.kubectl("apply", "-n", name, "-f", str(RBAC))
     yield name
@@ -78,6 +81,12 @@ def operator(
 
 def kubectl_get_sessions(cluster: ControlPlane, namespace: str) -> str:
     return cluster.kubectl("get", "whatsappsessions", "-n", namespace, "-o", "wide").stdout
+
+
+def pod_uid(cluster: ControlPlane, namespace: str, pod: str) -> str:
+    return cluster.kubectl(
+        "get", "pod", pod, "-n", namespace, "-o", "jsonpath={.metadata.uid}", check=False
+    ).stdout
 
 
 def qr_of(node: TestNode, namespace: str, pod: str) -> str:
@@ -148,6 +157,26 @@ def test_a_session_from_apply_to_ready_survives_pod_loss_and_pause(
         "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=beauty-shop"
     ).stdout
     assert "QRRequired -> " in events or "-> Ready" in events
+
+    # A spec change rolls the pod (a new template); it comes back linked.
+    first_pod = pod_uid(control_plane, namespace, "wa-101-0")
+    control_plane.kubectl(
+        "patch",
+        "whatsappsession",
+        "beauty-shop",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"backup": {"intervalSeconds": 600}}}',
+    )
+    wait_until(
+        lambda: pod_uid(control_plane, namespace, "wa-101-0") not in ("", first_pod),
+        90,
+        "the pod to roll",
+    )
+    rolled = wait_phase(control_plane, namespace, "beauty-shop", "Ready", timeout=90)
+    assert rolled["status"]["observedGeneration"] == rolled["metadata"]["generation"]
 
     # Paused: no pod; the volume is wiped meanwhile, so unpausing restores from S3.
     control_plane.kubectl(
@@ -255,24 +284,25 @@ def test_delete_policy_logs_out_and_removes_the_backup(
     assert double.phone(phone)["linked"] is False
 
 
-def test_the_operator_converges_after_being_killed(
+def test_a_standby_replica_takes_over_when_the_active_one_dies(
     control_plane: ControlPlane,
     namespace: str,
     operator: OperatorProcess,
+    tmp_path: Path,
 ) -> None:
-    operator.program.kill()
-    control_plane.kubectl(
-        "apply",
-        "-n",
-        namespace,
-        "-f",
-        "-",
-        stdin=session_manifest("while-down", "103", paused=True),
-    )
-    restarted = OperatorProcess(
-        operator.cluster, namespace, *operator.args, operator.program.log_path
+    standby = OperatorProcess(
+        control_plane, namespace, *operator.args, tmp_path / "standby.log", priority=50
     )
     try:
+        operator.program.kill()  # mid-way: no chance to clean up
+        control_plane.kubectl(
+            "apply",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            stdin=session_manifest("while-down", "103", paused=True),
+        )
         wait_phase(control_plane, namespace, "while-down", "Paused", timeout=60)
         assert (
             control_plane.kubectl(
@@ -280,5 +310,6 @@ def test_the_operator_converges_after_being_killed(
             ).stdout
             == "0"
         )
+        assert "while-down" in standby.program.log_path.read_text()
     finally:
-        restarted.stop()
+        standby.stop()

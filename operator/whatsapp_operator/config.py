@@ -20,6 +20,8 @@ class OperatorConfig:
     pod_env: dict[str, str] = field(default_factory=dict)
     termination_grace_seconds: int = 90
     session_port: int = 8093
+    # How long a dead replica's peering record counts; the standby takes over after it.
+    peering_lifetime_seconds: int = 60
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -39,5 +41,8 @@ class OperatorConfig:
             pod_env=pod_env,
             termination_grace_seconds=env_int(
                 env, "SESSION_TERMINATION_GRACE_SECONDS", cls.termination_grace_seconds, 10
+            ),
+            peering_lifetime_seconds=env_int(
+                env, "PEERING_LIFETIME_SECONDS", cls.peering_lifetime_seconds, 1
             ),
         )

@@ -30,6 +30,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 70
     settings.posting.level = 20  # INFO: an Event for every transition
+    settings.peering.lifetime = CONFIG.peering_lifetime_seconds
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)

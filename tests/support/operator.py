@@ -12,6 +12,7 @@ from .control_plane import ControlPlane
 from .processes import REPO, Program, free_port, wait_until
 
 CRD = REPO / "crds/whatsappsessions.yaml"
+PEERING_CRD = REPO / "crds/kopf-peering.yaml"
 RBAC = REPO / "operator/deploy/rbac.yaml"
 
 
@@ -23,16 +24,20 @@ class OperatorProcess:
         pod_env: dict[str, str],
         env: dict[str, str],
         log_path: Path,
+        priority: int = 100,
     ) -> None:
+        """Replicas peer through the KopfPeering `whatsapp-sessions`: the highest priority
+        alive handles the resources, the others stand by."""
         self.cluster, self.namespace = cluster, namespace
-        self.args = (pod_env, env)  # to start it again the same way
+        self.args = (pod_env, env)  # to start another replica the same way
         self.health = f"http://127.0.0.1:{free_port()}/healthz"
         kubeconfig = cluster.kubeconfig_for_service_account(namespace, "whatsapp-operator")
         self.program = Program(
             "kopf",
             [
                 "run",
-                "--standalone",
+                "--peering=whatsapp-sessions",
+                f"--priority={priority}",
                 "-n",
                 namespace,
                 "-m",
@@ -40,7 +45,12 @@ class OperatorProcess:
                 f"--liveness={self.health}",
                 "--log-format=json",
             ],
-            {"KUBECONFIG": str(kubeconfig), "SESSION_POD_ENV": json.dumps(pod_env), **env},
+            {
+                "KUBECONFIG": str(kubeconfig),
+                "SESSION_POD_ENV": json.dumps(pod_env),
+                "PEERING_LIFETIME_SECONDS": "5",
+                **env,
+            },
             log_path,
         )
         wait_until(self._live, 60, f"the operator to be live\n{self.program.log_tail()}")

@@ -1,0 +1,86 @@
+"""Unit tests of the operator's pure parts: names from location ids, the manifests."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from whatsapp_operator.config import ConfigError, OperatorConfig
+from whatsapp_operator.manifests import service, statefulset
+from whatsapp_operator.naming import MAX_NAME, session_name
+
+DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+
+@pytest.mark.parametrize(
+    ("location", "name"),
+    [("13", "wa-13"), ("beauty-shop", "wa-beauty-shop"), ("a.b", None), ("Loc_1", None)],
+)
+def test_names_are_dns_labels_and_plain_ids_stay_readable(location: str, name: str | None):
+    derived = session_name(location)
+    assert DNS_LABEL.match(derived) and len(derived) <= MAX_NAME
+    if name is not None:
+        assert derived == name
+
+
+def test_ids_that_differ_only_in_case_or_punctuation_never_collide() -> None:
+    ids = ["Loc_1", "loc-1", "LOC.1", "loc_1", "x" * 200, "x" * 201, "ñandú", "___"]
+    names = [session_name(i) for i in ids]
+    assert len(set(names)) == len(ids)
+    assert all(DNS_LABEL.match(n) and len(n) <= MAX_NAME for n in names)
+
+
+def spec(**extra: object) -> dict[str, object]:
+    return {"locationId": "13", **extra}
+
+
+def env_of(manifest: dict) -> dict[str, object]:
+    container = manifest["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -> None:
+    config = OperatorConfig(pod_env={"S3_BUCKET": "backups"}, secret_name="wa-secrets")
+    sts = statefulset(spec(resources={"limits": {"memory": "600Mi"}}), "shops", config)
+    pod = sts["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert sts["spec"]["replicas"] == 1
+    assert sts["metadata"] == {
+        "name": "wa-13",
+        "namespace": "shops",
+        "labels": sts["metadata"]["labels"],
+    }
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"] == {"limits": {"memory": "600Mi"}}
+    assert container["envFrom"] == [{"secretRef": {"name": "wa-secrets", "optional": True}}]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["terminationGracePeriodSeconds"] >= 60
+    env = env_of(sts)
+    assert env["LOCATION_ID"] == "13" and env["S3_BUCKET"] == "backups"
+    assert env["DATA_DIR"] == container["volumeMounts"][0]["mountPath"]
+    assert env["HOST"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Delete"
+
+
+def test_paused_means_zero_replicas_and_spec_changes_change_the_template() -> None:
+    config = OperatorConfig()
+    assert statefulset(spec(paused=True), "ns", config)["spec"]["replicas"] == 0
+    plain = statefulset(spec(), "ns", config)["spec"]["template"]
+    changed = statefulset(spec(backup={"intervalSeconds": 600}), "ns", config)["spec"]["template"]
+    assert plain != changed  # the StatefulSet controller rolls the pod
+    assert env_of({"spec": {"template": changed}})["BACKUP_INTERVAL_SECONDS"] == "600"
+
+
+def test_the_service_is_headless_and_selects_the_pod() -> None:
+    config = OperatorConfig()
+    svc, sts = service(spec(), "ns", config), statefulset(spec(), "ns", config)
+    assert svc["spec"]["clusterIP"] == "None"
+    assert svc["spec"]["selector"] == sts["spec"]["template"]["metadata"]["labels"]
+
+
+def test_operator_config_rejects_a_malformed_pod_environment() -> None:
+    with pytest.raises(ConfigError, match="SESSION_POD_ENV"):
+        OperatorConfig.from_env({"SESSION_POD_ENV": '{"A": 1}'})
+    assert OperatorConfig.from_env({"SESSION_POD_ENV": '{"A": "1"}'}).pod_env == {"A": "1"}
