@@ -28,6 +28,7 @@ PHASES = {
     "failed": "Failed",
 }
 AUTHENTICATED = {"authenticating", "syncing", "ready"}
+MIN_WAIT, MAX_WAIT = 0.5, 10.0  # seconds between looks for a pod that is not there
 
 
 def now() -> str:
@@ -97,11 +98,15 @@ async def follow(
     Conditions are computed from what this follower last wrote (the watched body lags)."""
     conditions: list[dict[str, Any]] = list(body.get("status", {}).get("conditions", []))
     last_phase = body.get("status", {}).get("phase")
+    idle = MIN_WAIT
     while not stopped:
         address = await asyncio.to_thread(kube.pod_address, namespace, pod)
         if address is None:
-            await stopped.wait(1)
+            # No pod yet (or paused): look again, less often the longer it stays away.
+            await stopped.wait(idle)
+            idle = min(idle * 2, MAX_WAIT)
             continue
+        idle = MIN_WAIT
         try:
             async for event in session_events(f"http://{address}:{port}/events"):
                 if event["type"] == "state":
@@ -124,4 +129,4 @@ async def follow(
                 await asyncio.to_thread(kube.patch_status, namespace, name, status)
                 conditions = status["conditions"]
         except (aiohttp.ClientError, TimeoutError, ConnectionError):
-            await stopped.wait(1)
+            await stopped.wait(MIN_WAIT)
