@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
-from tests.support.operator import CRD, PEERING_CRD, RBAC, OperatorProcess, session_manifest
+from tests.support.operator import CRD, PEERING_CRD, OperatorProcess, chart_rbac, session_manifest
 from tests.support.processes import REPO, Program, free_port, wait_until
 from tests.support.session_pods import Double, EventLog, new_phone
 from tests.support.test_node import TestNode
@@ -42,7 +42,9 @@ def prepare(cluster: ControlPlane, namespace: str) -> None:
         cluster.kubectl("apply", "-f", str(crd))
         cluster.kubectl("wait", "--for=condition=Established", "-f", str(crd))
     cluster.kubectl("create", "namespace", namespace)
-    cluster.kubectl("apply", "-n", namespace, "-f", str(RBAC))
+    cluster.kubectl(
+        "apply", "-n", namespace, "-f", "-", stdin=chart_rbac(cluster, namespace, "operator")
+    )
 
 
 def reconcile_many(cluster: ControlPlane, work: Path, count: int) -> None:

@@ -16,8 +16,8 @@ from tests.support.control_plane import ControlPlane
 from tests.support.operator import (
     CRD,
     PEERING_CRD,
-    RBAC,
     OperatorProcess,
+    chart_rbac,
     get_session,
     session_manifest,
     wait_phase,
@@ -37,7 +37,9 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
         control_plane.kubectl("apply", "-f", str(crd))
         control_plane.kubectl("wait", "--for=condition=Established", "-f", str(crd))
     control_plane.kubectl("create", "namespace", name)
-    control_plane.kubectl("apply", "-n", name, "-f", str(RBAC))
+    control_plane.kubectl(
+        "apply", "-n", name, "-f", "-", stdin=chart_rbac(control_plane, name, "operator")
+    )
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from whatsapp_operator.config import ConfigError, OperatorConfig
+from whatsapp_operator.config import ConfigError, OperatorConfig, with_defaults
 from whatsapp_operator.manifests import service, statefulset
 from whatsapp_operator.naming import MAX_NAME, session_name
 
@@ -56,6 +56,7 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
     assert container["resources"] == {"limits": {"memory": "600Mi"}}
     assert container["envFrom"] == [{"secretRef": {"name": "wa-secrets", "optional": True}}]
     assert pod["automountServiceAccountToken"] is False
+    assert pod["shareProcessNamespace"] is True
     assert pod["terminationGracePeriodSeconds"] >= 60
     env = env_of(sts)
     assert env["LOCATION_ID"] == "13" and env["S3_BUCKET"] == "backups"
@@ -84,3 +85,22 @@ def test_operator_config_rejects_a_malformed_pod_environment() -> None:
     with pytest.raises(ConfigError, match="SESSION_POD_ENV"):
         OperatorConfig.from_env({"SESSION_POD_ENV": '{"A": 1}'})
     assert OperatorConfig.from_env({"SESSION_POD_ENV": '{"A": "1"}'}).pod_env == {"A": "1"}
+
+
+def test_the_operators_session_defaults_fill_what_a_spec_leaves_out() -> None:
+    config = OperatorConfig.from_env(
+        {
+            "SESSION_DEFAULTS": '{"storage": {"size": "5Gi", "storageClassName": "fast"},'
+            ' "backup": {"intervalSeconds": 300}}'
+        }
+    )
+    own = {"locationId": "13", "storage": {"size": "2Gi"}}
+    effective = with_defaults(config.session_defaults, own)
+    assert effective["storage"] == {"size": "2Gi", "storageClassName": "fast"}
+    sts = statefulset(effective, "ns", config)
+    claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["resources"]["requests"]["storage"] == "2Gi"
+    assert claim["storageClassName"] == "fast"
+    assert env_of(sts)["BACKUP_INTERVAL_SECONDS"] == "300"
+    with pytest.raises(ConfigError, match="SESSION_DEFAULTS"):
+        OperatorConfig.from_env({"SESSION_DEFAULTS": "[1]"})

@@ -18,6 +18,8 @@ class OperatorConfig:
     secret_name: str = "whatsapp-sessions"
     # Extra plain environment for every session pod, e.g. {"S3_BUCKET": "...", "S3_PREFIX": "..."}.
     pod_env: dict[str, str] = field(default_factory=dict)
+    # A partial WhatsAppSession spec (resources, storage, backup) under every resource's spec.
+    session_defaults: dict[str, Any] = field(default_factory=dict)
     termination_grace_seconds: int = 90
     session_port: int = 8093
     # How long a dead replica's peering record counts; the standby takes over after it.
@@ -26,19 +28,14 @@ class OperatorConfig:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
         env = dict(os.environ if env is None else env)
-        raw = env.get("SESSION_POD_ENV", "") or "{}"
-        try:
-            pod_env: Any = json.loads(raw)
-        except ValueError:
-            raise ConfigError("SESSION_POD_ENV must be a JSON object of strings") from None
-        if not isinstance(pod_env, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in pod_env.items()
-        ):
+        pod_env = json_object(env, "SESSION_POD_ENV")
+        if not all(isinstance(v, str) for v in pod_env.values()):
             raise ConfigError("SESSION_POD_ENV must be a JSON object of strings")
         return cls(
             image=env.get("SESSION_IMAGE") or cls.image,
             secret_name=env.get("SESSION_SECRET") or cls.secret_name,
             pod_env=pod_env,
+            session_defaults=json_object(env, "SESSION_DEFAULTS"),
             termination_grace_seconds=env_int(
                 env, "SESSION_TERMINATION_GRACE_SECONDS", cls.termination_grace_seconds, 10
             ),
@@ -46,3 +43,24 @@ class OperatorConfig:
                 env, "PEERING_LIFETIME_SECONDS", cls.peering_lifetime_seconds, 1
             ),
         )
+
+
+def json_object(env: dict[str, str], name: str) -> dict[str, Any]:
+    try:
+        value: Any = json.loads(env.get(name) or "{}")
+    except ValueError:
+        raise ConfigError(f"{name} must be a JSON object") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name} must be a JSON object")
+    return value
+
+
+def with_defaults(defaults: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """`spec` over `defaults`, merged key by key in nested objects."""
+    merged = dict(defaults)
+    for key, value in spec.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = with_defaults(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

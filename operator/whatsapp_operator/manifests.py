@@ -64,6 +64,8 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                 "metadata": {"labels": labels(location)},
                 "spec": {
                     "automountServiceAccountToken": False,
+                    # The pause container becomes PID 1 and reaps Chromium's orphans.
+                    "shareProcessNamespace": True,
                     # Long enough to close the browser and upload the final backup.
                     "terminationGracePeriodSeconds": config.termination_grace_seconds,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},

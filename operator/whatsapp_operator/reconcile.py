@@ -7,7 +7,7 @@ from typing import Any
 
 import kopf
 
-from .config import OperatorConfig
+from .config import OperatorConfig, with_defaults
 from .kube import Kube
 from .manifests import service, statefulset
 from .naming import session_name
@@ -23,7 +23,8 @@ async def reconcile(
 ) -> dict[str, Any]:
     """Applies both objects (owned by the resource, so deleting it deletes them); returns the
     status fields to set. A spec change changes the pod template, so the pod rolls."""
-    objects = [statefulset(spec, namespace, config), service(spec, namespace, config)]
+    effective = with_defaults(config.session_defaults, spec)
+    objects = [statefulset(effective, namespace, config), service(effective, namespace, config)]
     kopf.adopt(objects, owner=body)
     for manifest in objects:
         await asyncio.to_thread(kube.apply, manifest)

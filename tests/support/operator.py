@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,29 @@ from .processes import REPO, Program, free_port, wait_until
 
 CRD = REPO / "crds/whatsappsessions.yaml"
 PEERING_CRD = REPO / "crds/kopf-peering.yaml"
-RBAC = REPO / "operator/deploy/rbac.yaml"
+CHART = REPO / "charts/whatsapp-sessions"
+RELEASE = "whatsapp-sessions"
+OPERATOR_ACCOUNT = f"{RELEASE}-operator"
+
+
+def chart_rbac(cluster: ControlPlane, namespace: str, component: str) -> str:
+    """The chart's ServiceAccount and Role of `component` (operator, router): the one source
+    of the permissions the tests run with."""
+    return subprocess.run(
+        [
+            str(cluster.helm_binary),
+            "template",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--show-only",
+            f"templates/{component}-rbac.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
 
 
 class OperatorProcess:
@@ -31,7 +54,7 @@ class OperatorProcess:
         self.cluster, self.namespace = cluster, namespace
         self.args = (pod_env, env)  # to start another replica the same way
         self.health = f"http://127.0.0.1:{free_port()}/healthz"
-        kubeconfig = cluster.kubeconfig_for_service_account(namespace, "whatsapp-operator")
+        kubeconfig = cluster.kubeconfig_for_service_account(namespace, OPERATOR_ACCOUNT)
         self.program = Program(
             "kopf",
             [
