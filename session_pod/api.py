@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
-import uuid
-from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -33,7 +30,6 @@ SESSION = web.AppKey("session", Session)
 METRICS = web.AppKey("metrics", Metrics)
 MESSENGER = web.AppKey("messenger", Messenger)
 OUTBOX = web.AppKey("outbox", Outbox)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def success(body: object) -> web.Response:
@@ -55,39 +51,6 @@ def not_ready(session: Session) -> ApiError:
 
 def failed(message: str, exc: Exception) -> ApiError:
     return ApiError(500, message, error=str(exc))
-
-
-@web.middleware
-async def seed_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Exactly one response per request, always in the seed's shape, and one access log line."""
-    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-    started = time.perf_counter()
-    route = request.match_info.route.resource
-    route_name = route.canonical if route is not None else "unmatched"
-    try:
-        response = await handler(request)
-    except ApiError as exc:
-        response = exc.response()
-    except web.HTTPException as exc:
-        response = ApiError(exc.status, exc.reason).response()
-    except Exception:
-        log.exception("unhandled error", route=route_name, request_id=request_id)
-        response = ApiError(500, "Internal error").response()
-    if not response.prepared:
-        response.headers["X-Request-ID"] = request_id
-    elapsed = time.perf_counter() - started
-    metrics = request.app[METRICS]
-    metrics.requests.labels(route_name, str(response.status)).inc()
-    metrics.request_seconds.labels(route_name).observe(elapsed)
-    log.info(
-        "request",
-        method=request.method,
-        route=route_name,
-        status=response.status,
-        ms=round(elapsed * 1000, 2),
-        request_id=request_id,
-    )
-    return response
 
 
 async def login(request: web.Request) -> web.Response:

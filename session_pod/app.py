@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .api import MESSENGER, METRICS, OUTBOX, SESSION, add_routes, seed_errors
+from .api import MESSENGER, METRICS, OUTBOX, SESSION, add_routes
 from .backup_schedule import BackupSchedule
 from .config import Settings
 from .delivery import IdempotencyStore, MessageLedger, Outbox, OutboxError, RateLimiter
 from .events import EventBus, SessionEvent
 from .messenger import Messenger
 from .metrics import Metrics
+from .middleware import seed_errors
 from .session import Session
 from .validation import MAX_BODY_BYTES
 
@@ -45,7 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     bus.add_listener(to_outbox)
     bus.add_listener(messenger.on_event)
 
-    app = web.Application(middlewares=[seed_errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[seed_errors(metrics)], client_max_size=MAX_BODY_BYTES)
     app[SESSION] = session
     app[METRICS] = metrics
     app[MESSENGER] = messenger

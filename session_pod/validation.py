@@ -55,14 +55,19 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return body
 
 
-def location_identifier(source: Any, served: str) -> str:
-    """The seed's `location_identifier` (string or integer); it must be this pod's location."""
+def parse_location_identifier(source: Any) -> str:
+    """The seed's `location_identifier` (a string or an integer), as a string."""
     value = source.get("location_identifier")
     if value is None or (isinstance(value, str) and not value.strip()):
         raise bad_request("The location identifier is required")
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise bad_request("The location identifier must be a string or an integer")
-    location = str(value).strip()
+    return str(value).strip()
+
+
+def location_identifier(source: Any, served: str) -> str:
+    """The seed's `location_identifier`, which must be the location this pod serves."""
+    location = parse_location_identifier(source)
     if location != served:
         raise bad_request(f"This session serves location {served}, not {location}")
     return location

@@ -1,0 +1,58 @@
+"""The router's settings, read from the environment (documented in README)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from session_pod.envvars import ConfigError, env_first, env_int, env_number
+
+__all__ = ["ConfigError", "RouterSettings"]
+
+IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+@dataclass(frozen=True)
+class RouterSettings:
+    token: str
+    namespace: str
+    host: str = "0.0.0.0"
+    port: int = 8093
+    upstream_timeout: float = 40.0
+    connect_timeout: float = 2.0
+    retry_after: int = 5
+    session_port: int = 8093
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
+        env = os.environ if env is None else env
+        token = env_first(env, "ROUTER_TOKEN")
+        if token is None or len(token) < 16:
+            raise ConfigError("ROUTER_TOKEN is required (at least 16 characters)")
+        namespace = env_first(env, "NAMESPACE") or _in_cluster_namespace()
+        if namespace is None:
+            raise ConfigError("NAMESPACE is required outside a cluster")
+        return cls(
+            token=token,
+            namespace=namespace,
+            host=env_first(env, "HOST") or cls.host,
+            port=env_int(env, "PORT", cls.port, 1),
+            # Above the pod's CALL_TIMEOUT_SECONDS (30): the pod answers its own timeouts.
+            upstream_timeout=env_number(env, "UPSTREAM_TIMEOUT_SECONDS", cls.upstream_timeout, 0.1),
+            connect_timeout=env_number(
+                env, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", cls.connect_timeout, 0.05
+            ),
+            retry_after=env_int(env, "RETRY_AFTER_SECONDS", cls.retry_after, 1),
+            session_port=env_int(env, "SESSION_PORT", cls.session_port, 1),
+            log_level=(env_first(env, "LOG_LEVEL") or cls.log_level).upper(),
+        )
+
+
+def _in_cluster_namespace() -> str | None:
+    try:
+        with open(IN_CLUSTER_NAMESPACE) as file:
+            return file.read().strip() or None
+    except OSError:
+        return None

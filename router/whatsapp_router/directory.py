@@ -1,0 +1,158 @@
+"""The in-memory picture of the namespace: WhatsAppSessions by location, session pods by
+location label. Fed by the watch threads (through the event loop), read on every request
+without any API call.
+
+`route(location)` is the one place that decides where a request goes."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from whatsapp_operator.manifests import LOCATION_LABEL
+from whatsapp_operator.naming import location_label
+
+Json = dict[str, Any]
+label_of = lru_cache(maxsize=65536)(location_label)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What the router needs of one WhatsAppSession."""
+
+    name: str
+    location: str
+    paused: bool
+    phase: str
+    phone: str
+
+    @classmethod
+    def from_object(cls, obj: Json) -> SessionRecord:
+        spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        return cls(
+            name=obj["metadata"]["name"],
+            location=str(spec.get("locationId", "")),
+            paused=bool(spec.get("paused", False)),
+            phase=status.get("phase") or "Pending",
+            phone=status.get("phone") or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PodRecord:
+    """One session pod: where it listens and whether it may be called."""
+
+    name: str
+    label: str
+    ip: str | None
+    port: int
+    ready: bool
+    terminating: bool
+    failed: bool
+
+    @classmethod
+    def from_object(cls, obj: Json, default_port: int) -> PodRecord:
+        meta, spec, status = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
+        ports = [p for c in spec.get("containers", []) for p in c.get("ports", [])]
+        port = next((p["containerPort"] for p in ports if p.get("name") == "http"), default_port)
+        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+        return cls(
+            name=meta["name"],
+            label=(meta.get("labels") or {}).get(LOCATION_LABEL, ""),
+            ip=status.get("podIP") or None,
+            port=port,
+            ready=conditions.get("Ready") == "True" and status.get("phase") == "Running",
+            terminating=meta.get("deletionTimestamp") is not None,
+            failed=status.get("phase") in ("Failed", "Succeeded"),
+        )
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+
+class Verdict(enum.Enum):
+    FORWARD = "forward"  # a ready pod: call it
+    UNKNOWN = "unknown"  # no WhatsAppSession for this location
+    STARTING = "starting"  # being created or started: come back later
+    DOWN = "down"  # paused, failed or shutting down: no pod will answer now
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    verdict: Verdict
+    session: SessionRecord | None = None
+    pod: PodRecord | None = None
+
+    @property
+    def state(self) -> str:
+        """The best-known phase, for answers that are not the pod's own."""
+        if self.session is not None:
+            return "Paused" if self.session.paused else self.session.phase
+        return "Unknown"
+
+
+class Directory:
+    """Only mutated on the event loop (the watch threads hand events over to it)."""
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, SessionRecord] = {}  # by object name
+        self._by_location: dict[str, str] = {}  # location -> object name
+        self._pods: dict[str, PodRecord] = {}  # by pod name
+        self._by_label: dict[str, dict[str, PodRecord]] = {}
+        self.synced: set[str] = set()  # kinds whose first listing arrived
+
+    def replace(self, kind: str, records: list[Any]) -> None:
+        """A full listing (start, or after the watch lost its place)."""
+        if kind == "sessions":
+            self.sessions, self._by_location = {}, {}
+        else:
+            self._pods, self._by_label = {}, {}
+        for record in records:
+            self.apply(kind, "ADDED", record)
+        self.synced.add(kind)
+
+    def apply(self, kind: str, event: str, record: Any) -> None:
+        if kind == "sessions":
+            self._apply_session(event, record)
+        else:
+            self._apply_pod(event, record)
+
+    def _apply_session(self, event: str, record: SessionRecord) -> None:
+        old = self.sessions.pop(record.name, None)
+        if old is not None and self._by_location.get(old.location) == old.name:
+            del self._by_location[old.location]
+        if event != "DELETED":
+            self.sessions[record.name] = record
+            self._by_location[record.location] = record.name
+
+    def _apply_pod(self, event: str, record: PodRecord) -> None:
+        old = self._pods.pop(record.name, None)
+        if old is not None:
+            group = self._by_label.get(old.label, {})
+            group.pop(old.name, None)
+            if not group:
+                self._by_label.pop(old.label, None)
+        if event != "DELETED":
+            self._pods[record.name] = record
+            self._by_label.setdefault(record.label, {})[record.name] = record
+
+    def session(self, location: str) -> SessionRecord | None:
+        name = self._by_location.get(location)
+        return None if name is None else self.sessions[name]
+
+    def route(self, location: str) -> Route:
+        session = self.session(location)
+        pods = list(self._by_label.get(label_of(location), {}).values())
+        live = [p for p in pods if not p.terminating and not p.failed]
+        ready = next((p for p in live if p.ready and p.ip), None)
+        if ready is not None:
+            # A pod seen before its WhatsAppSession (the two watches race) is still routable.
+            return Route(Verdict.FORWARD, session, ready)
+        if session is None:
+            return Route(Verdict.UNKNOWN)
+        if session.paused or session.phase == "Failed" or (pods and not live):
+            return Route(Verdict.DOWN, session, pods[0] if pods else None)
+        return Route(Verdict.STARTING, session, live[0] if live else None)

@@ -1,0 +1,49 @@
+"""Prometheus metrics of the router (served at /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .directory import Directory
+
+
+class RouterMetrics:
+    def __init__(self, directory: Directory) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "wa_router_http_requests",
+            "HTTP requests served",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "wa_router_http_request_seconds",
+            "HTTP request duration, forwarding included",
+            ["route"],
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "wa_router_upstream_errors",
+            "Calls to session pods that failed (unreachable, timeout, broken)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "wa_router_upstream_retries", "Calls retried once", registry=self.registry
+        )
+        self.sessions_created = Counter(
+            "wa_router_sessions_created",
+            "WhatsAppSessions created by POST /login",
+            registry=self.registry,
+        )
+        Gauge(
+            "wa_router_known_sessions", "WhatsAppSessions in the cache", registry=self.registry
+        ).set_function(lambda: len(directory.sessions))
+        Gauge(
+            "wa_router_cache_synced",
+            "1 once pods and WhatsAppSessions were listed",
+            registry=self.registry,
+        ).set_function(lambda: float(len(directory.synced) == 2))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

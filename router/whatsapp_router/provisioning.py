@@ -1,0 +1,50 @@
+"""Creating a location's WhatsAppSession: the only API call the router makes for a request
+(POST /login of an unknown location); the operator does the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from kubernetes.client.exceptions import ApiException
+
+from session_pod.validation import ApiError
+from whatsapp_operator import GROUP, PLURAL, VERSION
+from whatsapp_operator.kube import Kube
+from whatsapp_operator.naming import session_name
+
+
+def _create(kube: Kube, namespace: str, location: str) -> None:
+    body = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "WhatsAppSession",
+        "metadata": {
+            "name": session_name(location),
+            "labels": {"app.kubernetes.io/created-by": "whatsapp-router"},
+        },
+        "spec": {"locationId": location},
+    }
+    try:
+        kube.custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, body, _request_timeout=10
+        )
+    except ApiException as exc:
+        if exc.status == 409:  # another replica (or a retried request) created it first
+            return
+        if exc.status == 422:  # the CRD's schema refused the location id
+            raise ApiError(
+                400, f"The location identifier {location!r} is not valid: {_reason(exc)}"
+            ) from None
+        raise
+
+
+def _reason(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body)["message"]
+    except (TypeError, ValueError, KeyError):
+        return str(exc.reason)
+
+
+async def create_session(kube: Kube, namespace: str, location: str) -> None:
+    """Raises ApiError 400 for a location id Kubernetes refuses; ApiException otherwise."""
+    await asyncio.to_thread(_create, kube, namespace, location)

@@ -1,0 +1,116 @@
+"""List + watch of the session pods and WhatsAppSessions, each in its own thread (the
+`kubernetes` client is synchronous), handing every change to the event loop.
+
+A watch that ends is resumed from its last resourceVersion; one that fails (410 Gone, a
+network error) lists again, so the cache converges to the API's state."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import watch
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
+from session_pod.logs import get_logger
+from whatsapp_operator import GROUP, PLURAL, VERSION
+from whatsapp_operator.kube import Kube
+from whatsapp_operator.manifests import APP
+
+from .directory import Directory, PodRecord, SessionRecord
+
+log = get_logger(__name__)
+POD_SELECTOR = f"app.kubernetes.io/name={APP}"
+WATCH_SECONDS = 30  # the server ends each watch after this: the thread checks `stop` then
+READ_TIMEOUT = WATCH_SECONDS + 15
+BACKOFF_SECONDS = (0.2, 0.5, 1, 2, 5)
+
+
+class Source:
+    """One kind of object: how to list/watch it and turn each into a record."""
+
+    def __init__(
+        self, kind: str, list_fn: Callable[..., Any], convert: Callable[[Any], Any]
+    ) -> None:
+        self.kind, self.list_fn, self.convert = kind, list_fn, convert
+
+
+def sources(kube: Kube, namespace: str, session_port: int) -> list[Source]:
+    def list_pods(**kwargs: Any) -> Any:
+        return kube.core.list_namespaced_pod(namespace, label_selector=POD_SELECTOR, **kwargs)
+
+    def list_sessions(**kwargs: Any) -> Any:
+        return kube.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, **kwargs
+        )
+
+    return [
+        Source("pods", list_pods, lambda obj: PodRecord.from_object(obj, session_port)),
+        Source("sessions", list_sessions, SessionRecord.from_object),
+    ]
+
+
+class Watcher:
+    """The watch threads; `stop()` lets them end at their next event or watch timeout."""
+
+    def __init__(self, directory: Directory, sources: list[Source]) -> None:
+        self._directory = directory
+        self._sources = sources
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        for source in self._sources:
+            thread = threading.Thread(
+                target=self._run, args=(source, loop), name=f"watch-{source.kind}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self, source: Source, loop: asyncio.AbstractEventLoop) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                self._list_and_watch(source, loop)
+                failures = 0
+            # KeyError: the client's handling of an ERROR event (410 Gone) without deserialize.
+            except (ApiException, HTTPError, OSError, ValueError, KeyError) as exc:
+                delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
+                failures += 1
+                log.warning("watch failed, listing again", kind=source.kind, error=str(exc))
+                self._stop.wait(delay)
+
+    def _list_and_watch(self, source: Source, loop: asyncio.AbstractEventLoop) -> None:
+        response = source.list_fn(_preload_content=False, _request_timeout=(5, READ_TIMEOUT))
+        listing = json.loads(response.data)
+        records = [source.convert(item) for item in listing["items"]]
+        loop.call_soon_threadsafe(self._directory.replace, source.kind, records)
+        version = listing["metadata"]["resourceVersion"]
+        log.info("listed", kind=source.kind, count=len(records))
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            for event in stream.stream(
+                source.list_fn,
+                resource_version=version,
+                timeout_seconds=WATCH_SECONDS,
+                allow_watch_bookmarks=True,
+                deserialize=False,
+                _request_timeout=(5, READ_TIMEOUT),
+            ):
+                if self._stop.is_set():
+                    stream.stop()
+                    return
+                obj = event["object"]
+                version = obj["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    record = source.convert(obj)
+                    loop.call_soon_threadsafe(
+                        self._directory.apply, source.kind, event["type"], record
+                    )

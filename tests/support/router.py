@@ -1,0 +1,63 @@
+"""The real router (`python -m whatsapp_router`) as a process, authenticated as its own
+ServiceAccount with the chart's Role, and a small HTTP client for it."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from .control_plane import ControlPlane
+from .operator import RELEASE, chart_rbac
+from .processes import Program, free_port, wait_until
+
+ROUTER_ACCOUNT = f"{RELEASE}-router"
+
+
+class RouterProcess:
+    def __init__(self, cluster: ControlPlane, namespace: str, log_path: Path, **env: str) -> None:
+        rbac = chart_rbac(cluster, namespace, "router")
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=rbac)
+        self.token = secrets.token_urlsafe(24)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        kubeconfig = cluster.kubeconfig_for_service_account(namespace, ROUTER_ACCOUNT)
+        self.program = Program(
+            "whatsapp_router",
+            [],
+            {
+                "KUBECONFIG": str(kubeconfig),
+                "NAMESPACE": namespace,
+                "ROUTER_TOKEN": self.token,
+                "HOST": "127.0.0.1",
+                "PORT": str(self.port),
+                "UPSTREAM_TIMEOUT_SECONDS": "15",
+                **env,
+            },
+            log_path,
+        )
+        wait_until(self._ready, 30, f"the router to be ready\n{self.program.log_tail()}")
+
+    def _ready(self) -> bool:
+        if not self.program.alive():
+            raise AssertionError(f"the router exited:\n{self.program.log_tail()}")
+        return requests.get(f"{self.url}/readyz", timeout=2).ok
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, headers: dict[str, str] | None = None, **params: Any) -> Any:
+        return requests.get(
+            f"{self.url}{path}", params=params, headers={**self.auth, **(headers or {})}, timeout=30
+        )
+
+    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        return requests.post(
+            f"{self.url}{path}", json=body, headers={**self.auth, **(headers or {})}, timeout=30
+        )
+
+    def stop(self) -> None:
+        self.program.stop()

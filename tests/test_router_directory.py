@@ -1,0 +1,79 @@
+"""The router's routing decision from its cache: forward, starting, down or unknown."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from whatsapp_operator.manifests import labels
+from whatsapp_router.directory import Directory, PodRecord, SessionRecord, Verdict
+
+
+def session(location: str, **spec: Any) -> SessionRecord:
+    phase = spec.pop("phase", None)
+    return SessionRecord.from_object(
+        {
+            "metadata": {"name": f"shop-{location}"},
+            "spec": {"locationId": location, **spec},
+            "status": {"phase": phase} if phase else {},
+        }
+    )
+
+
+def pod(
+    location: str, name: str, ip: str | None = "127.0.0.9", ready: bool = True, **meta: Any
+) -> PodRecord:
+    return PodRecord.from_object(
+        {
+            "metadata": {"name": name, "labels": labels(location), **meta},
+            "spec": {"containers": [{"ports": [{"name": "http", "containerPort": 9000}]}]},
+            "status": {
+                "phase": "Running" if ip else "Pending",
+                "podIP": ip,
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            },
+        },
+        8093,
+    )
+
+
+def test_a_ready_pod_is_forwarded_to_on_its_named_port() -> None:
+    directory = Directory()
+    directory.replace("sessions", [session("13")])
+    directory.replace("pods", [pod("13", "wa-13-0")])
+    route = directory.route("13")
+    assert route.verdict is Verdict.FORWARD
+    assert route.pod is not None and route.pod.base_url == "http://127.0.0.9:9000"
+    assert directory.synced == {"sessions", "pods"}
+
+
+def test_unknown_starting_down() -> None:
+    directory = Directory()
+    assert directory.route("13").verdict is Verdict.UNKNOWN
+    directory.apply("sessions", "ADDED", session("13"))
+    assert directory.route("13").verdict is Verdict.STARTING
+    directory.apply("pods", "ADDED", pod("13", "wa-13-0", ip=None))
+    assert directory.route("13").verdict is Verdict.STARTING
+    directory.apply("pods", "MODIFIED", pod("13", "wa-13-0", ready=False))
+    assert directory.route("13").state == "Pending"
+    terminating = pod("13", "wa-13-0", deletionTimestamp="2026-01-01T00:00:00Z")
+    directory.apply("pods", "MODIFIED", terminating)
+    assert directory.route("13").verdict is Verdict.DOWN
+    directory.apply("pods", "DELETED", terminating)
+    assert directory.route("13").verdict is Verdict.STARTING
+    directory.apply("sessions", "MODIFIED", session("13", paused=True))
+    route = directory.route("13")
+    assert (route.verdict, route.state) == (Verdict.DOWN, "Paused")
+    directory.apply("sessions", "DELETED", session("13"))
+    assert directory.route("13").verdict is Verdict.UNKNOWN
+
+
+def test_a_moved_pod_is_followed_and_locations_stay_apart() -> None:
+    directory = Directory()
+    directory.replace("sessions", [session("13"), session("14")])
+    directory.replace(
+        "pods", [pod("13", "wa-13-0", "127.0.0.2"), pod("14", "wa-14-0", "127.0.0.3")]
+    )
+    directory.apply("pods", "MODIFIED", pod("13", "wa-13-0", "127.0.0.7"))
+    assert directory.route("13").pod.ip == "127.0.0.7"  # type: ignore[union-attr]
+    assert directory.route("14").pod.ip == "127.0.0.3"  # type: ignore[union-attr]
+    assert directory.route("Shop 13").verdict is Verdict.UNKNOWN
