@@ -24,7 +24,7 @@ from pathlib import Path
 import requests
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
-from tests.support.operator import CRD, PEERING_CRD, OperatorProcess, chart_rbac, session_manifest
+from tests.support.operator import OperatorProcess, operator_namespace, session_manifest
 from tests.support.processes import REPO, Program, free_port, wait_until
 from tests.support.session_pods import Double, EventLog, new_phone
 from tests.support.test_node import TestNode
@@ -37,19 +37,8 @@ PHASES = {
 }
 
 
-def prepare(cluster: ControlPlane, namespace: str) -> None:
-    for crd in (CRD, PEERING_CRD):
-        cluster.kubectl("apply", "-f", str(crd))
-        cluster.kubectl("wait", "--for=condition=Established", "-f", str(crd))
-    cluster.kubectl("create", "namespace", namespace)
-    cluster.kubectl(
-        "apply", "-n", namespace, "-f", "-", stdin=chart_rbac(cluster, namespace, "operator")
-    )
-
-
 def reconcile_many(cluster: ControlPlane, work: Path, count: int) -> None:
-    namespace = "bench-many"
-    prepare(cluster, namespace)
+    namespace = operator_namespace(cluster, "bench-many")
     operator = OperatorProcess(cluster, namespace, {}, {}, work / "operator-many.log")
     items = [json.loads(session_manifest(f"shop-{i}", f"{i}")) for i in range(count)]
     manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
@@ -114,8 +103,7 @@ class PhaseWatch:
 
 
 def status_lag(cluster: ControlPlane, work: Path, cycles: int) -> None:
-    namespace = "bench-lag"
-    prepare(cluster, namespace)
+    namespace = operator_namespace(cluster, "bench-lag")
     port = free_port()
     double_program = Program(
         "tests.wa_double", ["--host", "127.0.0.1", "--port", str(port)], {}, work / "double.log"

@@ -14,11 +14,9 @@ import requests
 
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import (
-    CRD,
-    PEERING_CRD,
     OperatorProcess,
-    chart_rbac,
     get_session,
+    operator_namespace,
     session_manifest,
     wait_phase,
 )
@@ -32,14 +30,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
-    name = f"op-{uuid.uuid4().hex[:6]}"
-    for crd in (CRD, PEERING_CRD):
-        control_plane.kubectl("apply", "-f", str(crd))
-        control_plane.kubectl("wait", "--for=condition=Established", "-f", str(crd))
-    control_plane.kubectl("create", "namespace", name)
-    control_plane.kubectl(
-        "apply", "-n", name, "-f", "-", stdin=chart_rbac(control_plane, name, "operator")
-    )
+    name = operator_namespace(control_plane, "op")
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
 

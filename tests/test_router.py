@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import schemathesis
 from schemathesis.checks import positive_data_acceptance
 
 from tests.support.control_plane import ControlPlane
-from tests.support.operator import CRD, PEERING_CRD, OperatorProcess, chart_rbac
+from tests.support.operator import OperatorProcess, operator_namespace
 from tests.support.processes import wait_until
 from tests.support.router import RouterProcess
 from tests.support.session_pods import Double, new_phone
@@ -27,20 +26,9 @@ pytestmark = pytest.mark.slow
 BEING_INITIALIZED = "is being initialized, try again later"
 
 
-def make_namespace(cluster: ControlPlane, prefix: str) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    for crd in (CRD, PEERING_CRD):
-        cluster.kubectl("apply", "-f", str(crd))
-        cluster.kubectl("wait", "--for=condition=Established", "-f", str(crd))
-    cluster.kubectl("create", "namespace", name)
-    return name
-
-
 @pytest.fixture(scope="module")
 def namespace(control_plane: ControlPlane) -> Iterator[str]:
-    name = make_namespace(control_plane, "rt")
-    rbac = chart_rbac(control_plane, name, "operator")
-    control_plane.kubectl("apply", "-n", name, "-f", "-", stdin=rbac)
+    name = operator_namespace(control_plane, "rt")
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
 
@@ -254,7 +242,7 @@ def fuzz_router(
     control_plane: ControlPlane, test_node: TestNode, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RouterProcess]:
     """Its own namespace without an operator: the sessions /login creates get no pods."""
-    name = make_namespace(control_plane, "fuzz")
+    name = operator_namespace(control_plane, "fuzz")
     log = tmp_path_factory.mktemp("fuzz-router") / "router.log"
     process = RouterProcess(control_plane, name, log)
     yield process

@@ -11,15 +11,15 @@ from aiohttp import web
 from session_pod import logs
 from whatsapp_operator.kube import Kube
 
-from .app import create_app
+from .app import KubeBackend, create_app
 from .config import ConfigError, RouterSettings
+from .directory import Backend
 
 log = logs.get_logger("whatsapp_router")
 
 
-async def serve(settings: RouterSettings) -> None:
-    kube = await asyncio.to_thread(Kube)  # in-cluster config, else KUBECONFIG
-    runner = web.AppRunner(create_app(settings, kube), access_log=None, shutdown_timeout=10)
+async def serve(settings: RouterSettings, backend: Backend) -> None:
+    runner = web.AppRunner(create_app(settings, backend), access_log=None, shutdown_timeout=10)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     log.info("listening", host=settings.host, port=settings.port, namespace=settings.namespace)
@@ -39,7 +39,8 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
     logs.configure({"service": "whatsapp-router"}, settings.log_level)
-    asyncio.run(serve(settings))
+    kube = Kube()  # in-cluster config, else KUBECONFIG
+    asyncio.run(serve(settings, KubeBackend(kube, settings)))
 
 
 if __name__ == "__main__":

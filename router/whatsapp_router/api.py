@@ -9,21 +9,19 @@ from aiohttp import web
 
 from session_pod.middleware import LOCATION, REQUEST_ID
 from session_pod.validation import idempotency_key, json_object, parse_location_identifier
-from whatsapp_operator.kube import Kube
 
 from .answers import success, unavailable, unknown
 from .config import RouterSettings
-from .directory import Directory, Verdict
+from .directory import Backend, Directory, Verdict
 from .metrics import RouterMetrics
 from .openapi import document
-from .provisioning import create_session
 from .upstream import Upstream
 
 SETTINGS = web.AppKey("settings", RouterSettings)
 DIRECTORY = web.AppKey("directory", Directory)
 METRICS = web.AppKey("metrics", RouterMetrics)
 UPSTREAM = web.AppKey("upstream", Upstream)
-KUBE = web.AppKey("kube", Kube)
+BACKEND = web.AppKey("backend", Backend)
 
 
 def location_of(request: web.Request, source: Any) -> str:
@@ -61,8 +59,7 @@ async def login(request: web.Request) -> web.Response:
     location = location_of(request, await json_object(request))
     route = request.app[DIRECTORY].route(location)
     if route.verdict is Verdict.UNKNOWN:
-        settings = request.app[SETTINGS]
-        await create_session(request.app[KUBE], settings.namespace, location)
+        await request.app[BACKEND].create_session(location)
         request.app[METRICS].sessions_created.inc()
     if route.verdict in (Verdict.UNKNOWN, Verdict.STARTING):
         return success(f"Initialization process started for {location}")

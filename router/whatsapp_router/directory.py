@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from whatsapp_operator.manifests import LOCATION_LABEL
 from whatsapp_operator.naming import location_label
@@ -156,3 +156,14 @@ class Directory:
         if session.paused or session.phase == "Failed" or (pods and not live):
             return Route(Verdict.DOWN, session, pods[0] if pods else None)
         return Route(Verdict.STARTING, session, live[0] if live else None)
+
+
+class Backend(Protocol):
+    """Where the session pods run: it keeps the Directory current and creates a location's
+    session on the first /login (Kubernetes in `app.py`, processes in `local.py`)."""
+
+    async def start(self, directory: Directory) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def create_session(self, location: str) -> None: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,17 @@ PEERING_CRD = REPO / "crds/kopf-peering.yaml"
 CHART = REPO / "charts/whatsapp-sessions"
 RELEASE = "whatsapp-sessions"
 OPERATOR_ACCOUNT = f"{RELEASE}-operator"
+
+
+def operator_namespace(cluster: ControlPlane, prefix: str) -> str:
+    """A new namespace ready for the operator: the CRDs installed, the chart's RBAC applied."""
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    for crd in (CRD, PEERING_CRD):
+        cluster.kubectl("apply", "-f", str(crd))
+        cluster.kubectl("wait", "--for=condition=Established", "-f", str(crd))
+    cluster.kubectl("create", "namespace", name)
+    cluster.kubectl("apply", "-n", name, "-f", "-", stdin=chart_rbac(cluster, name, "operator"))
+    return name
 
 
 def chart_rbac(cluster: ControlPlane, namespace: str, component: str) -> str:

@@ -7,8 +7,12 @@ containers as local processes (own process group, cwd = the repository, stdout+s
 - `command[0]` `python`/`python3` becomes this interpreter; `command` + `args` with `$(VAR)`
   references expanded from the container's env as Kubernetes does. Image entrypoints are
   unknown, so a container needs a `command`. Init containers are not run.
-- Environment: os.environ overridden by `envFrom` and `env` (plain values, `fieldRef`,
-  `secretKeyRef`, `configMapKeyRef`, read through the API; optional refs honoured).
+- Environment: os.environ overridden by `envFrom` and `env` (plain values, `fieldRef`
+  including `metadata.labels['...']`/`metadata.annotations['...']`, `secretKeyRef`,
+  `configMapKeyRef`, read through the API; optional refs honoured).
+- API access, as kubelet mounts the ServiceAccount token: unless the pod (or its
+  ServiceAccount) sets `automountServiceAccountToken: false`, its containers get `KUBECONFIG`
+  = a kubeconfig whose client certificate authenticates as the pod's ServiceAccount.
 - Each pod gets its own loopback address (127.0.0.2, .3, ..., never reused while the node
   runs) as `status.podIP`; `hostIP` is 127.0.0.1.
 - Volumes are local directories: a `persistentVolumeClaim` is `work_dir/pvc/<namespace>/
@@ -213,6 +217,8 @@ class _Pod:
         self.namespace: str = pod["metadata"]["namespace"]
         self.name: str = pod["metadata"]["name"]
         self.uid: str = pod["metadata"]["uid"]
+        self.labels: dict[str, str] = pod["metadata"].get("labels") or {}
+        self.annotations: dict[str, str] = pod["metadata"].get("annotations") or {}
         self.spec: Json = pod["spec"]
         self.ip = ip
         self.dir = node.work_dir / "pods" / self.uid
@@ -384,7 +390,26 @@ class _Pod:
             command[0] = sys.executable
         mounts = self._mounts(container)
         env = {name: _local_path(value, mounts) for name, value in env.items()}
-        return [_local_path(word, mounts) for word in command], {**os.environ, **env}
+        return [_local_path(word, mounts) for word in command], {
+            **os.environ,
+            **self._service_account_env(),
+            **env,
+        }
+
+    def _service_account_env(self) -> dict[str, str]:
+        """KUBECONFIG for the pod's ServiceAccount, where kubelet would mount its token."""
+        account = self.spec.get("serviceAccountName") or "default"
+        automount = self.spec.get("automountServiceAccountToken")
+        if automount is None:
+            found = self.node.api.get(
+                f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{account}"
+            )
+            if found is None:
+                raise ConfigError(f"serviceaccount {account} not found")
+            automount = found.get("automountServiceAccountToken", True)
+        if not automount:
+            return {}
+        return {"KUBECONFIG": str(self.node.service_account_kubeconfig(self.namespace, account))}
 
     def _env_source(self, source: Json) -> dict[str, str]:
         if "secretRef" in source:
@@ -415,6 +440,10 @@ class _Pod:
         raise ConfigError(f"key {ref['key']} not found in {kind} {ref['name']}")
 
     def _field(self, path: str) -> str:
+        keyed = re.fullmatch(r"metadata\.(labels|annotations)\['([^']*)'\]", path)
+        if keyed:
+            source = self.labels if keyed.group(1) == "labels" else self.annotations
+            return source.get(keyed.group(2), "")
         fields = {
             "metadata.name": self.name,
             "metadata.namespace": self.namespace,
@@ -545,6 +574,7 @@ class TestNode:
         self, api: ControlPlane, work_dir: Path, repo: Path, name: str = "test-node"
     ) -> None:
         self.name = name
+        self.cluster = api
         self.work_dir = work_dir
         self.repo = repo
         cert = api.ca.issue(f"node-{name}", f"test-node:{name}", ("system:masters",))
@@ -552,6 +582,7 @@ class TestNode:
         self._ips = (f"127.0.{n // 256}.{n % 256}" for n in itertools.count(2))
         self._pods: dict[str, _Pod] = {}  # by uid
         self._done: set[str] = set()  # uids of pods terminated here: never run again
+        self._kubeconfigs: dict[tuple[str, str], Path] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"node {name}", daemon=True)
@@ -588,6 +619,15 @@ class TestNode:
     def pvc_path(self, namespace: str, claim: str) -> Path:
         """The local directory behind a PersistentVolumeClaim."""
         return self.work_dir / "pvc" / namespace / claim
+
+    def service_account_kubeconfig(self, namespace: str, account: str) -> Path:
+        """A kubeconfig authenticating as that ServiceAccount (issued once per account)."""
+        with self._lock:
+            if (namespace, account) not in self._kubeconfigs:
+                self._kubeconfigs[namespace, account] = self.cluster.kubeconfig_for_service_account(
+                    namespace, account
+                )
+            return self._kubeconfigs[namespace, account]
 
     def pod_ip(self, namespace: str, name: str) -> str | None:
         pod = self._find(namespace, name)

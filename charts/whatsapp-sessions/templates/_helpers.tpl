@@ -46,7 +46,9 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Plain settings shared by the session pods (SESSION_POD_ENV) and the operator. */}}
 {{- define "wa.sessionEnv" -}}
-{{- $env := dict "S3_PREFIX" .Values.s3.prefix -}}
+{{- $env := dict -}}
+{{- range $name, $value := .Values.session.extraEnv }}{{ $_ := set $env $name (toString $value) }}{{ end -}}
+{{- $_ := set $env "S3_PREFIX" .Values.s3.prefix -}}
 {{- with .Values.s3.bucket }}{{ $_ := set $env "S3_BUCKET" . }}{{ end -}}
 {{- with .Values.s3.region }}{{ $_ := set $env "S3_REGION" . }}{{ end -}}
 {{- with .Values.s3.endpoint }}{{ $_ := set $env "S3_ENDPOINT_URL" . }}{{ end -}}

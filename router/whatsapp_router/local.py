@@ -1,0 +1,277 @@
+"""`python -m whatsapp_router.local` (`wa-local`): the router without Kubernetes.
+
+The same app, with a backend that runs one session pod process per location on 127.0.0.1
+(each with its own DATA_DIR under LOCAL_DATA_DIR, local-directory backups unless S3 is
+configured), restarts a process that dies, starts the known locations again on the next
+start, stops them all on SIGTERM/SIGINT, and prints a pending QR code in the terminal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import segno
+
+from session_pod import logs
+from session_pod.validation import ApiError
+from whatsapp_operator.naming import session_name
+from whatsapp_operator.status import PHASES
+
+from .__main__ import serve
+from .config import ConfigError, RouterSettings
+from .directory import Directory, PodRecord, SessionRecord, label_of
+
+log = logs.get_logger("whatsapp_router.local")
+
+POLL_SECONDS = 1.0  # how often each pod's /status is read (readiness, phase, QR)
+STOP_GRACE_SECONDS = 30.0  # the pod's final backup runs on SIGTERM
+RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+STABLE_SECONDS = 60.0  # a pod that ran this long restarts without backoff
+# The WhatsAppSession CRD's rule for locationId, so local mode refuses what a cluster refuses.
+LOCATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
+ROUTER_ONLY_ENV = ("ROUTER_TOKEN", "LOCAL_DATA_DIR")
+
+
+@dataclass
+class LocalPod:
+    """One location's session pod process, as the supervisor last saw it."""
+
+    location: str
+    name: str
+    data_dir: Path
+    port: int = 0
+    shown_qr: str | None = None
+
+
+class LocalBackend:
+    """Session pods as child processes, each in its own process group (a Ctrl-C in the
+    terminal reaches local mode only, which then stops them in order)."""
+
+    def __init__(self, data_root: Path) -> None:
+        self._root = data_root
+        self._pods: dict[str, LocalPod] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._directory = Directory()
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def _locations_file(self) -> Path:
+        return self._root / "locations.json"
+
+    async def start(self, directory: Directory) -> None:
+        self._directory = directory
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        known = (
+            json.loads(self._locations_file.read_text()) if self._locations_file.exists() else []
+        )
+        directory.replace("sessions", [])
+        directory.replace("pods", [])
+        for location in known:
+            self._launch(location)
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        if self._http is not None:
+            await self._http.close()
+
+    async def create_session(self, location: str) -> None:
+        if not LOCATION_ID.fullmatch(location):
+            raise ApiError(
+                400,
+                f"The location identifier {location!r} is not valid: up to 63 letters, digits,"
+                " '.', '_' or '-', starting with a letter or digit",
+            )
+        if location in self._pods:
+            return
+        self._launch(location)
+        self._save_locations()
+
+    def _launch(self, location: str) -> None:
+        name = session_name(location)
+        pod = LocalPod(location, name, self._root / "sessions" / name)
+        self._pods[location] = pod
+        self._set_session(pod, "Starting", "")
+        self._tasks[location] = asyncio.create_task(self._supervise(pod), name=name)
+
+    def _save_locations(self) -> None:
+        self._root.mkdir(parents=True, exist_ok=True)
+        partial = self._locations_file.with_suffix(".tmp")
+        partial.write_text(json.dumps(sorted(self._pods)))
+        partial.replace(self._locations_file)
+
+    async def _supervise(self, pod: LocalPod) -> None:
+        """Runs the pod's process until cancelled, restarting it (with backoff) when it exits."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            started = loop.time()
+            process = await self._spawn(pod)
+            try:
+                code = await self._watch(pod, process)
+            except asyncio.CancelledError:
+                await _terminate(process)
+                raise
+            _kill_group(process)
+            self._directory.apply("pods", "DELETED", self._pod_record(pod, ready=False))
+            self._set_session(pod, "Starting", "")
+            failures = 0 if loop.time() - started >= STABLE_SECONDS else failures + 1
+            delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
+            log.warning(
+                "session pod exited, restarting", location=pod.location, code=code, delay=delay
+            )
+            await asyncio.sleep(delay)
+
+    async def _spawn(self, pod: LocalPod) -> asyncio.subprocess.Process:
+        pod.data_dir.mkdir(parents=True, exist_ok=True)
+        pod.port, pod.shown_qr = _free_port(), None
+        env = {k: v for k, v in os.environ.items() if k not in ROUTER_ONLY_ENV}
+        env |= {
+            "LOCATION_ID": pod.location,
+            "HOST": "127.0.0.1",
+            "PORT": str(pod.port),
+            "DATA_DIR": str(pod.data_dir),
+        }
+        # Its own log file: in the terminal, its lines would tear the QR code apart.
+        output = pod.data_dir / "pod.log"
+        with output.open("ab") as log_file:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "session_pod",
+                env=env,
+                stdout=log_file,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        log.info(
+            "session pod started",
+            location=pod.location,
+            pid=process.pid,
+            port=pod.port,
+            log=str(output),
+        )
+        return process
+
+    async def _watch(self, pod: LocalPod, process: asyncio.subprocess.Process) -> int:
+        """Follows the pod's /status until the process exits; returns its exit code."""
+        while True:
+            try:
+                return await asyncio.wait_for(process.wait(), POLL_SECONDS)
+            except TimeoutError:
+                await self._observe(pod)
+
+    async def _observe(self, pod: LocalPod) -> None:
+        status = await self._get_json(pod, "/status")
+        if status is None:
+            return  # not serving yet
+        state = status["state"]
+        # As the pod's readiness probe: /readyz is 503 only when the session failed.
+        self._directory.apply("pods", "MODIFIED", self._pod_record(pod, state != "failed"))
+        self._set_session(pod, PHASES.get(state, "Starting"), status.get("phone") or "")
+        if status.get("qr_pending"):
+            await self._show_qr(pod)
+
+    async def _show_qr(self, pod: LocalPod) -> None:
+        qr = await self._get_json(pod, "/qr")
+        code = qr.get("qr") if qr else None
+        if not code or code == pod.shown_qr:
+            return
+        pod.shown_qr = code
+        # Only the rendered code reaches the terminal: the string itself is never printed.
+        rendered = io.StringIO()
+        segno.make(code, error="l", micro=False).terminal(out=rendered, compact=True)
+        banner = f"Scan this QR code with WhatsApp (Linked devices) for location {pod.location}:"
+        sys.stdout.write(f"\n{banner}\n{rendered.getvalue()}")
+        sys.stdout.flush()
+
+    async def _get_json(self, pod: LocalPod, path: str) -> dict[str, Any] | None:
+        assert self._http is not None, "LocalBackend.start() was not awaited"
+        try:
+            async with self._http.get(f"http://127.0.0.1:{pod.port}{path}") as response:
+                return await response.json() if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
+
+    def _pod_record(self, pod: LocalPod, ready: bool) -> PodRecord:
+        return PodRecord(
+            name=pod.name,
+            label=label_of(pod.location),
+            ip="127.0.0.1",
+            port=pod.port,
+            ready=ready,
+            terminating=False,
+            failed=False,
+        )
+
+    def _set_session(self, pod: LocalPod, phase: str, phone: str) -> None:
+        record = SessionRecord(pod.name, pod.location, False, phase, phone)
+        self._directory.apply("sessions", "MODIFIED", record)
+
+
+async def _terminate(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the pod backs up and closes its browser), SIGKILL of its group if it hangs."""
+    if process.returncode is None:
+        process.terminate()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), STOP_GRACE_SECONDS)
+    _kill_group(process)
+    await process.wait()
+
+
+def _kill_group(process: asyncio.subprocess.Process) -> None:
+    """Whatever the pod left behind in its process group (its browser, after a kill -9)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _token(data_root: Path) -> str:
+    """ROUTER_TOKEN, else a random token kept in the data root (0600) across restarts."""
+    token = os.environ.get("ROUTER_TOKEN")
+    if token:
+        return token
+    path = data_root / "token"
+    if not path.exists():
+        data_root.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(24))
+    return path.read_text().strip()
+
+
+def main() -> None:
+    data_root = Path(os.environ.get("LOCAL_DATA_DIR", "local-data")).resolve()
+    env = {"HOST": "127.0.0.1", **os.environ, "NAMESPACE": "local"}
+    try:
+        settings = RouterSettings.from_env({**env, "ROUTER_TOKEN": _token(data_root)})
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
+    logs.configure({"service": "whatsapp-router-local"}, settings.log_level)
+    print(f"whatsapp-sessions local mode on http://{settings.host}:{settings.port}")
+    print(f"data: {data_root}")
+    if not os.environ.get("ROUTER_TOKEN"):
+        print(f"token: {settings.token}  (set ROUTER_TOKEN to choose it)")
+    sys.stdout.flush()
+    asyncio.run(serve(settings, LocalBackend(data_root)))
+
+
+if __name__ == "__main__":
+    main()

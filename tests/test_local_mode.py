@@ -1,0 +1,159 @@
+"""Local mode (`python -m whatsapp_router.local`), the whole journey without Kubernetes: the
+router starts a session pod process on /login, the QR is served and printed, a scan links
+it, a message is sent and acked to Rails, a killed pod comes back linked, stopping local
+mode stops every process it started, and the next start brings the location back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import requests
+
+from tests.support.processes import Program, free_port, wait_until
+from tests.support.rails import RailsReceiver
+from tests.support.session_pods import Double, new_phone
+
+pytestmark = pytest.mark.slow
+LOCATION = "31"
+QR_BANNER = f"Scan this QR code with WhatsApp (Linked devices) for location {LOCATION}:"
+
+
+class LocalMode:
+    """The local mode process; its stdout+stderr (the developer's terminal) in a file."""
+
+    def __init__(self, data_root: Path, terminal: Path, env: dict[str, str]) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        self.program = Program(
+            "whatsapp_router.local",
+            [],
+            {"LOCAL_DATA_DIR": str(data_root), "PORT": str(port), **env},
+            terminal,
+        )
+        self.token = wait_until(
+            lambda: re.search(r"^token: (\S+)", self.output(), re.M), 20, "the printed token"
+        )[1]
+        wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=2).ok, 20, "readyz")
+
+    def output(self) -> str:
+        return self.program.log_path.read_text(errors="replace")
+
+    def printed_qr(self) -> bool:
+        """segno's compact rendering under the banner: quiet zone, then a finder pattern."""
+        _, banner, after = self.output().partition(QR_BANNER)
+        lines = after.splitlines()[1:4]
+        return bool(banner) and len(lines) == 3 and lines[2].startswith("████ ▄▄▄▄▄ █")
+
+    def get(self, path: str, **params: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return requests.get(f"{self.url}{path}", params=params, headers=headers, timeout=30)
+
+    def post(self, path: str, body: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return requests.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
+
+    def wait_state(self, state: str, timeout: float = 60) -> dict[str, Any]:
+        def check() -> Any:
+            status = self.get("/status", location_identifier=LOCATION)
+            return status.ok and status.json()["state"] == state and status.json()
+
+        return wait_until(check, timeout, f"state {state}\n{self.program.log_tail()}")
+
+    def session_pods(self) -> list[psutil.Process]:
+        pods = []
+        for child in psutil.Process(self.program.pid).children():
+            with contextlib.suppress(psutil.Error):  # a zombie until local mode reaps it
+                if "session_pod" in child.cmdline():
+                    pods.append(child)
+        return pods
+
+    def descendants(self) -> list[psutil.Process]:
+        return psutil.Process(self.program.pid).children(recursive=True)
+
+    def terminate(self) -> None:
+        """SIGTERM, as a Ctrl-C would: exits 0 and leaves no process behind."""
+        started = self.descendants()
+        assert started, "no session pod process"
+        self.program.process.send_signal(signal.SIGTERM)
+        assert self.program.process.wait(40) == 0, self.program.log_tail()
+        assert all(gone(p) for p in started), [p for p in started if not gone(p)]
+
+
+def gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_local_mode_runs_the_whole_journey(
+    double: Double, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rails = RailsReceiver()
+    rails.start()
+    env = {
+        **rails.env("local-secret"),
+        "WHATSAPP_WEB_URL": double.url + "/",
+        "WAJS_INJECT": "false",
+        "HEALTH_CHECK_INTERVAL_SECONDS": "1",
+    }
+    monkeypatch.delenv("ROUTER_TOKEN", raising=False)  # local mode makes and prints one
+    data = tmp_path / "data"
+    local = LocalMode(data, tmp_path / "terminal-1.log", env)
+    try:
+        login = local.post("/login", {"location_identifier": LOCATION, "user_id": 1})
+        assert login.ok and LOCATION in login.json()["body"], login.text
+
+        local.wait_state("qr_required")
+        code = local.get("/qr", location_identifier=LOCATION).json()["qr"]
+        png = local.get("/qr", location_identifier=LOCATION, format="png")
+        assert png.headers["Content-Type"] == "image/png" and png.content[:4] == b"\x89PNG"
+        wait_until(local.printed_qr, 10, "the QR printed in the terminal")
+
+        phone, receiver = new_phone(), new_phone()
+        double.scan(code, phone)
+        assert local.wait_state("ready")["phone"] == phone
+        double.register(receiver)
+        send = {"location_identifier": LOCATION, "receiver_phone": receiver, "message": "Hola"}
+        sent = local.post("/send_message", send)
+        assert sent.status_code == 200 and sent.json()["id"], sent.text
+        wait_until(
+            lambda: [
+                e for e in rails.events("message_ack") if e["data"]["id"] == sent.json()["id"]
+            ],
+            30,
+            "the ack webhook",
+        )
+
+        (pod,) = local.session_pods()
+        killed = local.descendants()  # the pod, its Playwright driver, its browser
+        os.kill(pod.pid, signal.SIGKILL)
+        wait_until(
+            lambda: [p.pid for p in local.session_pods()] not in ([], [pod.pid]),
+            20,
+            "the session pod restarted",
+        )
+        wait_until(lambda: all(gone(p) for p in killed), 10, "the killed pod's browser gone")
+        assert local.wait_state("ready")["phone"] == phone
+        assert local.output().count(QR_BANNER) == 1, "a new QR after the restart"
+        # /sessions follows the pod within a poll interval, as the operator's status does.
+        wait_until(lambda: local.get("/sessions").json()["body"][0]["phase"] == "Ready", 5, "Ready")
+        (listed,) = local.get("/sessions").json()["body"]
+        assert listed["routable"] is True and listed["phone"] == phone, listed
+        assert code not in local.output(), "the raw QR string reached the terminal"
+        local.terminate()
+
+        local = LocalMode(data, tmp_path / "terminal-2.log", env)
+        assert local.wait_state("ready")["phone"] == phone
+        assert QR_BANNER not in local.output()
+        local.terminate()
+    finally:
+        local.program.stop()
+        rails.stop()
