@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.control_plane import K8S_VERSION, ControlPlane
+from tests.support.control_plane import K8S_VERSION, ControlPlane, statefulset_manifest
 from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.slow
+# A container nothing will run: no node exists in these tests.
+NO_RUNTIME = {"name": "main", "image": "example.invalid/none"}
 
 
 def get_json(control_plane: ControlPlane, *args: str) -> Any:
@@ -31,38 +33,19 @@ def test_server_reports_the_pinned_version(control_plane: ControlPlane) -> None:
     assert versions["clientVersion"]["minor"] == versions["serverVersion"]["minor"]
 
 
-def statefulset(name: str) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name},
-        "spec": {
-            "serviceName": name,
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "main", "image": "example.invalid/none"}]},
-            },
-            "volumeClaimTemplates": [
-                {
-                    "metadata": {"name": "data"},
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": "1Gi"}},
-                    },
-                }
-            ],
-        },
-    }
-
-
 def test_statefulset_pod_is_created_and_garbage_collected(
     control_plane: ControlPlane, namespace: str
 ) -> None:
     ns = ("-n", namespace)
-    control_plane.kubectl("apply", *ns, "-f", "-", stdin=json.dumps(statefulset("web")))
+    control_plane.kubectl(
+        "apply",
+        *ns,
+        "-f",
+        "-",
+        stdin=json.dumps(
+            statefulset_manifest("web", {"name": "main", "image": "example.invalid/none"})
+        ),
+    )
 
     wait_until(lambda: exists(control_plane, *ns, "pod", "web-0"), 30, "the StatefulSet's pod")
     pod = get_json(control_plane, *ns, "pod", "web-0")

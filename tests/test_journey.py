@@ -13,16 +13,15 @@ import base64
 import json
 import subprocess
 import uuid
-from typing import Any
 
 import pytest
-import requests
 
 from session_pod.delivery import verify
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import CHART, RELEASE, get_session, session_manifest, wait_phase
 from tests.support.processes import wait_until
 from tests.support.rails import RailsReceiver
+from tests.support.router import RouterClient
 from tests.support.s3 import SeaweedS3
 from tests.support.session_pods import Double, new_phone
 from tests.support.test_node import TestNode
@@ -49,28 +48,6 @@ def helm(cluster: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
 def names(cluster: ControlPlane, namespace: str, kind: str, *selector: str) -> list[str]:
     out = cluster.kubectl("get", kind, "-n", namespace, *selector, "-o", "name").stdout
     return out.split()
-
-
-class Router:
-    """The chart's router, called at one of its pods' address as Rails would call the Service."""
-
-    def __init__(self, url: str, token: str) -> None:
-        self.url = url
-        self.auth = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str, **params: Any) -> requests.Response:
-        return requests.get(f"{self.url}{path}", params=params, headers=self.auth, timeout=30)
-
-    def post(self, path: str, body: Any, headers: dict[str, str] | None = None) -> Any:
-        headers = {**self.auth, **(headers or {})}
-        return requests.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
-
-    def wait_state(self, state: str, timeout: float = 90) -> dict[str, Any]:
-        def check() -> Any:
-            response = self.get("/status", location_identifier=LOCATION)
-            return response.ok and response.json()["state"] == state and response.json()
-
-        return wait_until(check, timeout, f"location {LOCATION} {state} through the router")
 
 
 def ready_router(cluster: ControlPlane, node: TestNode, namespace: str) -> str:
@@ -162,7 +139,9 @@ def test_helm_install_to_uninstall_with_a_linked_session(
                 "jsonpath={.data.token}",
             ).stdout
         ).decode()
-        router = Router(f"http://{ready_router(control_plane, test_node, namespace)}:8093", token)
+        router = RouterClient(
+            f"http://{ready_router(control_plane, test_node, namespace)}:8093", token
+        )
 
         # kubectl apply a WhatsAppSession; Rails asks the router to log it in.
         control_plane.kubectl(
@@ -176,13 +155,13 @@ def test_helm_install_to_uninstall_with_a_linked_session(
         }, login.text
 
         # QR -> scan on the double -> Ready.
-        router.wait_state("qr_required")
+        router.wait_state(LOCATION, "qr_required")
         code = wait_until(
             lambda: router.get("/qr", location_identifier=LOCATION).json().get("qr"), 30, "a QR"
         )
         phone = new_phone()
         double.scan(code, phone)
-        router.wait_state("ready")
+        router.wait_state(LOCATION, "ready")
         assert (
             wait_phase(control_plane, namespace, "beauty-shop", "Ready")["status"]["phone"] == phone
         )
@@ -247,7 +226,7 @@ def test_helm_install_to_uninstall_with_a_linked_session(
         wait_until(
             lambda: len(rails.events("ready")) > ready_webhooks, 90, "ready again, from a new pod"
         )
-        router.wait_state("ready")
+        router.wait_state(LOCATION, "ready")
         assert len(rails.events("qr")) == qr_webhooks, "a QR after the restart"
         wait_phase(control_plane, namespace, "beauty-shop", "Ready")
         table = control_plane.kubectl("get", "whatsappsessions", "-n", namespace).stdout

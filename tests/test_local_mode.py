@@ -10,7 +10,6 @@ import os
 import re
 import signal
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
@@ -18,6 +17,7 @@ import requests
 
 from tests.support.processes import Program, free_port, wait_until
 from tests.support.rails import RailsReceiver
+from tests.support.router import RouterClient
 from tests.support.session_pods import Double, new_phone
 
 pytestmark = pytest.mark.slow
@@ -25,21 +25,21 @@ LOCATION = "31"
 QR_BANNER = f"Scan this QR code with WhatsApp (Linked devices) for location {LOCATION}:"
 
 
-class LocalMode:
+class LocalMode(RouterClient):
     """The local mode process; its stdout+stderr (the developer's terminal) in a file."""
 
     def __init__(self, data_root: Path, terminal: Path, env: dict[str, str]) -> None:
         port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
         self.program = Program(
             "whatsapp_router.local",
             [],
             {"LOCAL_DATA_DIR": str(data_root), "PORT": str(port), **env},
             terminal,
         )
-        self.token = wait_until(
+        token = wait_until(
             lambda: re.search(r"^token: (\S+)", self.output(), re.M), 20, "the printed token"
         )[1]
+        super().__init__(f"http://127.0.0.1:{port}", token)
         wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=2).ok, 20, "readyz")
 
     def output(self) -> str:
@@ -50,21 +50,6 @@ class LocalMode:
         _, banner, after = self.output().partition(QR_BANNER)
         lines = after.splitlines()[1:4]
         return bool(banner) and len(lines) == 3 and lines[2].startswith("████ ▄▄▄▄▄ █")
-
-    def get(self, path: str, **params: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        return requests.get(f"{self.url}{path}", params=params, headers=headers, timeout=30)
-
-    def post(self, path: str, body: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        return requests.post(f"{self.url}{path}", json=body, headers=headers, timeout=30)
-
-    def wait_state(self, state: str, timeout: float = 60) -> dict[str, Any]:
-        def check() -> Any:
-            status = self.get("/status", location_identifier=LOCATION)
-            return status.ok and status.json()["state"] == state and status.json()
-
-        return wait_until(check, timeout, f"state {state}\n{self.program.log_tail()}")
 
     def session_pods(self) -> list[psutil.Process]:
         pods = []
@@ -111,7 +96,7 @@ def test_local_mode_runs_the_whole_journey(
         login = local.post("/login", {"location_identifier": LOCATION, "user_id": 1})
         assert login.ok and LOCATION in login.json()["body"], login.text
 
-        local.wait_state("qr_required")
+        local.wait_state(LOCATION, "qr_required")
         code = local.get("/qr", location_identifier=LOCATION).json()["qr"]
         png = local.get("/qr", location_identifier=LOCATION, format="png")
         assert png.headers["Content-Type"] == "image/png" and png.content[:4] == b"\x89PNG"
@@ -119,7 +104,7 @@ def test_local_mode_runs_the_whole_journey(
 
         phone, receiver = new_phone(), new_phone()
         double.scan(code, phone)
-        assert local.wait_state("ready")["phone"] == phone
+        assert local.wait_state(LOCATION, "ready")["phone"] == phone
         double.register(receiver)
         send = {"location_identifier": LOCATION, "receiver_phone": receiver, "message": "Hola"}
         sent = local.post("/send_message", send)
@@ -141,7 +126,7 @@ def test_local_mode_runs_the_whole_journey(
             "the session pod restarted",
         )
         wait_until(lambda: all(gone(p) for p in killed), 10, "the killed pod's browser gone")
-        assert local.wait_state("ready")["phone"] == phone
+        assert local.wait_state(LOCATION, "ready")["phone"] == phone
         assert local.output().count(QR_BANNER) == 1, "a new QR after the restart"
         # /sessions follows the pod within a poll interval, as the operator's status does.
         wait_until(lambda: local.get("/sessions").json()["body"][0]["phase"] == "Ready", 5, "Ready")
@@ -151,7 +136,7 @@ def test_local_mode_runs_the_whole_journey(
         local.terminate()
 
         local = LocalMode(data, tmp_path / "terminal-2.log", env)
-        assert local.wait_state("ready")["phone"] == phone
+        assert local.wait_state(LOCATION, "ready")["phone"] == phone
         assert QR_BANNER not in local.output()
         local.terminate()
     finally:

@@ -72,20 +72,12 @@ def assert_error(response: requests.Response, status: int, message: str) -> dict
     return body
 
 
-def wait_status(router: RouterProcess, location: str, state: str, timeout: float = 60) -> Any:
-    def check() -> Any:
-        response = router.get("/status", location_identifier=location)
-        return response.ok and response.json()["state"] == state and response.json()
-
-    return wait_until(check, timeout, f"location {location} {state} through the router")
-
-
 def link(router: RouterProcess, double: Double, location: str) -> str:
-    wait_status(router, location, "qr_required")
+    router.wait_state(location, "qr_required")
     code = router.get("/qr", location_identifier=location).json()["qr"]
     phone = new_phone()
     double.scan(code, phone)
-    wait_status(router, location, "ready")
+    router.wait_state(location, "ready")
     return phone
 
 
@@ -135,7 +127,7 @@ def test_login_creates_the_session_and_every_endpoint_is_forwarded(
     assert_error(not_ready, 400, BEING_INITIALIZED)
     assert int(not_ready.headers["Retry-After"]) > 0
 
-    wait_status(router, "201", "qr_required")
+    router.wait_state("201", "qr_required")
     png = router.get("/qr", location_identifier="201", format="png")
     assert png.headers["Content-Type"] == "image/png" and png.content.startswith(b"\x89PNG")
     link(router, double, "201")
@@ -181,7 +173,7 @@ def test_two_locations_are_routed_apart(router: RouterProcess) -> None:
     for location in ("201", "202"):
         assert router.post("/login", {"location_identifier": location}).ok
     for location in ("201", "202"):
-        wait_status(router, location, "qr_required" if location == "202" else "ready")
+        router.wait_state(location, "qr_required" if location == "202" else "ready")
         status = router.get("/status", location_identifier=location).json()
         assert status["location_identifier"] == location
 
@@ -189,7 +181,7 @@ def test_two_locations_are_routed_apart(router: RouterProcess) -> None:
 def test_pod_down_and_moved(
     control_plane: ControlPlane, namespace: str, test_node: TestNode, router: RouterProcess
 ) -> None:
-    wait_status(router, "201", "ready")
+    router.wait_state("201", "ready")
     # The process dies: the router answers 503 at once, then follows the restart.
     pid = test_node.pid(namespace, "wa-201-0")
     assert pid is not None
@@ -197,7 +189,7 @@ def test_pod_down_and_moved(
     down = router.get("/status", location_identifier="201")
     assert_error(down, 503, "not reachable")
     assert down.elapsed.total_seconds() < 1
-    wait_status(router, "201", "ready")
+    router.wait_state("201", "ready")
 
     # The pod deleted: the StatefulSet recreates it at a new address; the router follows.
     before = test_node.pod_ip(namespace, "wa-201-0")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.support.control_plane import ControlPlane
+from tests.support.control_plane import ControlPlane, statefulset_manifest
 from tests.support.processes import wait_until
 from tests.support.test_node import TestNode
 
@@ -55,7 +55,6 @@ http.server.HTTPServer((sys.argv[1], 8080), Handler).serve_forever()
 
 
 def statefulset(name: str) -> dict[str, Any]:
-    labels = {"app": name}
     probe = {"port": 8080}
     container = {
         "name": "server",
@@ -75,29 +74,7 @@ def statefulset(name: str) -> dict[str, Any]:
             "failureThreshold": 2,
         },
     }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name},
-        "spec": {
-            "serviceName": name,
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [container], "terminationGracePeriodSeconds": 5},
-            },
-            "volumeClaimTemplates": [
-                {
-                    "metadata": {"name": "data"},
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": "1Gi"}},
-                    },
-                }
-            ],
-        },
-    }
+    return statefulset_manifest(name, container, terminationGracePeriodSeconds=5)
 
 
 def get_json(control_plane: ControlPlane, *args: str) -> Any:

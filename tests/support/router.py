@@ -16,13 +16,42 @@ from .processes import Program, free_port, wait_until
 ROUTER_ACCOUNT = f"{RELEASE}-router"
 
 
-class RouterProcess:
+class RouterClient:
+    """The router's API as Rails calls it: the bearer token on every request."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, headers: dict[str, str] | None = None, **params: Any) -> Any:
+        return requests.get(
+            f"{self.url}{path}", params=params, headers={**self.auth, **(headers or {})}, timeout=30
+        )
+
+    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        return requests.post(
+            f"{self.url}{path}", json=body, headers={**self.auth, **(headers or {})}, timeout=30
+        )
+
+    def wait_state(self, location: str, state: str, timeout: float = 60) -> dict[str, Any]:
+        """The location's session state, as /status through the router reports it."""
+
+        def check() -> Any:
+            response = self.get("/status", location_identifier=location)
+            return response.ok and response.json()["state"] == state and response.json()
+
+        return wait_until(check, timeout, f"location {location} {state} through the router")
+
+
+class RouterProcess(RouterClient):
     def __init__(self, cluster: ControlPlane, namespace: str, log_path: Path, **env: str) -> None:
         rbac = chart_rbac(cluster, namespace, "router")
         cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=rbac)
-        self.token = secrets.token_urlsafe(24)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(f"http://127.0.0.1:{self.port}", secrets.token_urlsafe(24))
         kubeconfig = cluster.kubeconfig_for_service_account(namespace, ROUTER_ACCOUNT)
         self.program = Program(
             "whatsapp_router",
@@ -44,20 +73,6 @@ class RouterProcess:
         if not self.program.alive():
             raise AssertionError(f"the router exited:\n{self.program.log_tail()}")
         return requests.get(f"{self.url}/readyz", timeout=2).ok
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def get(self, path: str, headers: dict[str, str] | None = None, **params: Any) -> Any:
-        return requests.get(
-            f"{self.url}{path}", params=params, headers={**self.auth, **(headers or {})}, timeout=30
-        )
-
-    def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-        return requests.post(
-            f"{self.url}{path}", json=body, headers={**self.auth, **(headers or {})}, timeout=30
-        )
 
     def stop(self) -> None:
         self.program.stop()
