@@ -5,10 +5,18 @@ from __future__ import annotations
 import re
 
 import pytest
+import yaml
 
+from tests.support.processes import REPO
 from whatsapp_operator.config import ConfigError, OperatorConfig, with_defaults
 from whatsapp_operator.manifests import service, statefulset
-from whatsapp_operator.naming import MAX_NAME, session_name
+from whatsapp_operator.naming import (
+    LOCATION_ID_MAX,
+    LOCATION_ID_PATTERN,
+    MAX_NAME,
+    session_name,
+    valid_location_id,
+)
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
@@ -104,3 +112,15 @@ def test_the_operators_session_defaults_fill_what_a_spec_leaves_out() -> None:
     assert env_of(sts)["BACKUP_INTERVAL_SECONDS"] == "300"
     with pytest.raises(ConfigError, match="SESSION_DEFAULTS"):
         OperatorConfig.from_env({"SESSION_DEFAULTS": "[1]"})
+
+
+def test_the_location_id_rule_is_the_crds() -> None:
+    crd = yaml.safe_load((REPO / "crds/whatsappsessions.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    location = schema["properties"]["spec"]["properties"]["locationId"]
+    assert location["pattern"] == LOCATION_ID_PATTERN
+    assert location["maxLength"] == LOCATION_ID_MAX
+    assert valid_location_id("13") and valid_location_id("shop.1_a-b")
+    assert valid_location_id("x" * LOCATION_ID_MAX)
+    assert not valid_location_id("x" * (LOCATION_ID_MAX + 1))
+    assert not valid_location_id("no spaces") and not valid_location_id("-13")

@@ -5,9 +5,19 @@ from __future__ import annotations
 import hashlib
 import re
 
+# The WhatsAppSession CRD's rule for spec.locationId (crds/whatsappsessions.yaml; a test
+# keeps the two equal), for the services that must refuse what a cluster refuses.
+LOCATION_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+LOCATION_ID_MAX = 63
+_LOCATION_ID = re.compile(LOCATION_ID_PATTERN)
+
 # The StatefulSet controller labels pods with `<name>-<10-char hash>` (at most 63 characters).
 MAX_NAME = 52
 _INVALID = re.compile(r"[^a-z0-9-]+")
+
+
+def valid_location_id(location_id: str) -> bool:
+    return len(location_id) <= LOCATION_ID_MAX and bool(_LOCATION_ID.match(location_id))
 
 
 def session_name(location_id: str) -> str:

@@ -12,7 +12,6 @@ import contextlib
 import io
 import json
 import os
-import re
 import secrets
 import signal
 import socket
@@ -26,7 +25,7 @@ import segno
 
 from session_pod import logs
 from session_pod.validation import ApiError
-from whatsapp_operator.naming import session_name
+from whatsapp_operator.naming import session_name, valid_location_id
 from whatsapp_operator.status import PHASES
 
 from .__main__ import serve
@@ -39,8 +38,6 @@ POLL_SECONDS = 1.0  # how often each pod's /status is read (readiness, phase, QR
 STOP_GRACE_SECONDS = 30.0  # the pod's final backup runs on SIGTERM
 RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 STABLE_SECONDS = 60.0  # a pod that ran this long restarts without backoff
-# The WhatsAppSession CRD's rule for locationId, so local mode refuses what a cluster refuses.
-LOCATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 ROUTER_ONLY_ENV = ("ROUTER_TOKEN", "LOCAL_DATA_DIR")
 
 
@@ -89,7 +86,7 @@ class LocalBackend:
             await self._http.close()
 
     async def create_session(self, location: str) -> None:
-        if not LOCATION_ID.fullmatch(location):
+        if not valid_location_id(location):
             raise ApiError(
                 400,
                 f"The location identifier {location!r} is not valid: up to 63 letters, digits,"

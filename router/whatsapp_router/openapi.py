@@ -5,9 +5,11 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from whatsapp_operator.naming import LOCATION_ID_MAX, LOCATION_ID_PATTERN
+
 Json = dict[str, Any]
 # A location id must also be a valid WhatsAppSession spec.locationId (the CRD's rule).
-LOCATION_ID = {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$", "maxLength": 63}
+LOCATION_ID = {"type": "string", "pattern": LOCATION_ID_PATTERN, "maxLength": LOCATION_ID_MAX}
 ID = {"oneOf": [LOCATION_ID, {"type": "integer", "minimum": 0}]}
 
 
