@@ -12,6 +12,7 @@ from . import logs
 from .app import create_app
 from .config import Settings
 from .delivery import OutboxError
+from .middleware import app_runner
 
 log = logs.get_logger("session_pod")
 
@@ -22,7 +23,7 @@ async def serve(settings: Settings) -> None:
     except OutboxError as exc:
         log.critical("the delivery database cannot be used", error=str(exc))
         sys.exit(f"delivery database error: {exc}")
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+    runner = app_runner(app, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     log.info("listening", host=settings.host, port=settings.port)

@@ -17,7 +17,7 @@ from .delivery import IdempotencyStore, MessageLedger, Outbox, OutboxError, Rate
 from .events import EventBus, SessionEvent
 from .messenger import Messenger
 from .metrics import Metrics
-from .middleware import seed_errors
+from .middleware import REQUEST_METRICS, seed_errors
 from .session import Session
 from .validation import MAX_BODY_BYTES
 
@@ -46,9 +46,10 @@ def create_app(settings: Settings) -> web.Application:
     bus.add_listener(to_outbox)
     bus.add_listener(messenger.on_event)
 
-    app = web.Application(middlewares=[seed_errors(metrics)], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[seed_errors()], client_max_size=MAX_BODY_BYTES)
     app[SESSION] = session
     app[METRICS] = metrics
+    app[REQUEST_METRICS] = metrics
     app[MESSENGER] = messenger
     app[OUTBOX] = outbox
     add_routes(app)

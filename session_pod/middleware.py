@@ -4,12 +4,12 @@ structured access log line; request metrics."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 
 from .logs import get_logger
 from .validation import ApiError
@@ -17,8 +17,9 @@ from .validation import ApiError
 log = get_logger("access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
-REQUEST_ID = "request_id"  # request key: handlers pass it on (the router to the pod)
-LOCATION = "location"  # request key: set by handlers that learn it (the router), for the log
+# Handlers pass the request id on (the router to the pod); the router sets the location.
+REQUEST_ID = web.RequestKey("request_id", str)
+LOCATION = web.RequestKey("location", str)
 
 
 class RequestMetrics(Protocol):
@@ -26,14 +27,14 @@ class RequestMetrics(Protocol):
     request_seconds: Any  # Histogram labelled (route)
 
 
-def seed_errors(metrics: RequestMetrics) -> Middleware:
+REQUEST_METRICS = web.AppKey("request_metrics", RequestMetrics)
+
+
+def seed_errors() -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
         request[REQUEST_ID] = request_id
-        started = time.perf_counter()
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
         try:
             response = await handler(request)
         except ApiError as exc:
@@ -41,23 +42,51 @@ def seed_errors(metrics: RequestMetrics) -> Middleware:
         except web.HTTPException as exc:
             response = ApiError(exc.status, exc.reason).response()
         except Exception:
-            log.exception("unhandled error", route=route, request_id=request_id)
+            log.exception("unhandled error", route=route_of(request), request_id=request_id)
             response = ApiError(500, "Internal error").response()
         if not response.prepared:  # a stream (/events) has sent its headers already
             response.headers["X-Request-ID"] = request_id
-        elapsed = time.perf_counter() - started
+        return response
+
+    return middleware
+
+
+def route_of(request: web.Request) -> str:
+    """The matched route's pattern (`/status`), never the raw path: a bounded label."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+class AccessLog(AbstractAccessLogger):
+    """The access log line and the request metrics. aiohttp calls it once the answer has
+    been sent, so neither delays the caller."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if not isinstance(request, web.Request) or REQUEST_ID not in request:
+            # Refused by aiohttp's HTTP parser before any routing (a malformed request).
+            log.info("request refused", status=response.status, ms=round(time * 1000, 2))
+            return
+        route = route_of(request)
+        metrics = request.app[REQUEST_METRICS]
         metrics.requests.labels(route, str(response.status)).inc()
-        metrics.request_seconds.labels(route).observe(elapsed)
+        metrics.request_seconds.labels(route).observe(time)
         fields = {"location": request[LOCATION]} if LOCATION in request else {}
         log.info(
             "request",
             method=request.method,
             route=route,
             status=response.status,
-            ms=round(elapsed * 1000, 2),
-            request_id=request_id,
+            ms=round(time * 1000, 2),
+            request_id=request[REQUEST_ID],
             **fields,
         )
-        return response
 
-    return middleware
+
+def app_runner(app: web.Application, shutdown_timeout: float) -> web.AppRunner:
+    """The runner of every service, with the access log above."""
+    return web.AppRunner(
+        app,
+        access_log_class=AccessLog,
+        access_log=log.logger,
+        shutdown_timeout=shutdown_timeout,
+    )

@@ -134,8 +134,11 @@ def test_login_creates_the_session_and_every_endpoint_is_forwarded(
 
     traced = router.get("/status", {"X-Request-ID": "trace-201-abc"}, location_identifier="201")
     assert traced.headers["X-Request-ID"] == "trace-201-abc"
-    assert "trace-201-abc" in test_node.log_path(namespace, "wa-201-0", "session").read_text()
-    assert "trace-201-abc" in router.program.log_path.read_text()
+    # Both access lines are written once the answer has gone out: give them a moment.
+    pod_log = test_node.log_path(namespace, "wa-201-0", "session")
+    wait_until(lambda: "trace-201-abc" in pod_log.read_text(), 5, "the id in the pod's log")
+    log = router.program.log_path
+    wait_until(lambda: "trace-201-abc" in log.read_text(), 5, "the id in the router's log")
 
     receiver = "5491155550001"
     double.register(receiver)

@@ -42,7 +42,7 @@ def test_a_ready_pod_is_forwarded_to_on_its_named_port() -> None:
     directory.replace("pods", [pod("13", "wa-13-0")])
     route = directory.route("13")
     assert route.verdict is Verdict.FORWARD
-    assert route.pod is not None and route.pod.base_url == "http://127.0.0.9:9000"
+    assert route.pod is not None and route.pod.address == ("127.0.0.9", 9000)
     assert directory.synced == {"sessions", "pods"}
 
 

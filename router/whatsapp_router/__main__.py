@@ -9,6 +9,7 @@ import sys
 from aiohttp import web
 
 from session_pod import logs
+from session_pod.middleware import app_runner
 from whatsapp_operator.kube import Kube
 
 from .app import KubeBackend, create_app
@@ -19,7 +20,7 @@ log = logs.get_logger("whatsapp_router")
 
 
 async def serve(settings: RouterSettings, backend: Backend) -> None:
-    runner = web.AppRunner(create_app(settings, backend), access_log=None, shutdown_timeout=10)
+    runner = app_runner(create_app(settings, backend), shutdown_timeout=10)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()
     log.info("listening", host=settings.host, port=settings.port, namespace=settings.namespace)

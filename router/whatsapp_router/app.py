@@ -7,7 +7,7 @@ import asyncio
 
 from aiohttp import web
 
-from session_pod.middleware import seed_errors
+from session_pod.middleware import REQUEST_METRICS, seed_errors
 from session_pod.validation import MAX_BODY_BYTES
 from whatsapp_operator.kube import Kube
 
@@ -48,23 +48,23 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     upstream = Upstream(settings.upstream_timeout, settings.connect_timeout, metrics)
 
     app = web.Application(
-        middlewares=[seed_errors(metrics), bearer_auth(settings.token)],
+        middlewares=[seed_errors(), bearer_auth(settings.token)],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
     app[DIRECTORY] = directory
     app[METRICS] = metrics
+    app[REQUEST_METRICS] = metrics
     app[UPSTREAM] = upstream
     app[BACKEND] = backend
     add_routes(app)
 
     async def start(_: web.Application) -> None:
-        await upstream.start()
         await backend.start(directory)
 
     async def stop(_: web.Application) -> None:
         await backend.stop()
-        await upstream.close()
+        upstream.close()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

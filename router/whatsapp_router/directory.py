@@ -69,8 +69,9 @@ class PodRecord:
         )
 
     @property
-    def base_url(self) -> str:
-        return f"http://{self.ip}:{self.port}"
+    def address(self) -> tuple[str, int]:
+        assert self.ip is not None, "only a pod with an address is routed to"
+        return self.ip, self.port
 
 
 class Verdict(enum.Enum):
