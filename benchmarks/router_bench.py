@@ -1,6 +1,9 @@
 """Router overhead: the same request (GET /status of one location) sent to the session pod
-directly, through nginx as a plain reverse proxy, and through the router, with 10 and then
-1,000 sessions known to the router. wrk at concurrency 1 (and 8), loopback.
+directly, through nginx as a plain reverse proxy, through a minimal aiohttp forwarder
+(benchmarks/minimal_forwarder.py) and through the router, with 10 and then 1,000 sessions
+known to the router. wrk at concurrency 1 (and 8), loopback. For the two Python proxies it also
+prints their CPU time per request (user + system, over the wrk run): at concurrency 1 the
+rate is about 1 / (pod time + proxy time), so that is the number that decides it.
 
 The 1,000 sessions are WhatsAppSession objects plus Pod objects (status: Running, Ready, an
 address) created in a real API server without running them: only the cache sees them. One of
@@ -18,6 +21,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import psutil
 import requests
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
@@ -92,8 +96,12 @@ class Api:
             ).raise_for_status()
 
 
-def wrk(url: str, seconds: int, connections: int, token: str | None = None) -> dict[str, float]:
+def wrk(
+    url: str, seconds: int, connections: int, token: str | None = None, pid: int | None = None
+) -> dict[str, float]:
     header = ["-H", f"Authorization: Bearer {token}"] if token else []
+    process = psutil.Process(pid) if pid else None
+    cpu_before = sum(process.cpu_times()[:2]) if process else 0.0
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", *header, url],
         capture_output=True,
@@ -106,7 +114,11 @@ def wrk(url: str, seconds: int, connections: int, token: str | None = None) -> d
         q: float(v) * _UNITS[u] for q, v, u in re.findall(r"\s(50|99)%\s+([\d.]+)(us|ms|s)", out)
     }
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    return {"p50": latency["50"], "p99": latency["99"], "rps": rps}
+    count = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    result = {"p50": latency["50"], "p99": latency["99"], "rps": rps}
+    if process:
+        result["cpu_us"] = (sum(process.cpu_times()[:2]) - cpu_before) / count * 1e6
+    return result
 
 
 def nginx(work: Path, upstream_port: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -140,10 +152,14 @@ http {{
 
 
 def report(rows: list[tuple[str, dict[str, float]]], direct: dict[str, float]) -> None:
-    print(f"{'target':<34} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'+p50 ms':>8}")
+    columns = ("p50 ms", "p99 ms", "req/s", "+p50 ms")
+    print(f"{'target':<34}" + "".join(f" {c:>8}" for c in columns) + " CPU µs/req")
     for name, r in rows:
         added = r["p50"] - direct["p50"]
-        print(f"{name:<34} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['rps']:>8.0f} {added:>8.3f}")
+        print(
+            f"{name:<34} {r['p50']:>8.3f} {r['p99']:>8.3f} {r['rps']:>8.0f} {added:>8.3f}"
+            + (f" {r['cpu_us']:>10.0f}" if "cpu_us" in r else "")
+        )
 
 
 def main() -> None:
@@ -163,8 +179,17 @@ def main() -> None:
     double = Double(f"http://127.0.0.1:{double_port}")
     wait_until(lambda: requests.get(double.url, timeout=2).ok, 20, "the double")
     pod = SessionPod(LOCATION, work / "pod", double)
-    proxy, proxy_port = nginx(work, pod.port)
     query = f"/status?location_identifier={LOCATION}"
+    proxy, proxy_port = nginx(work, pod.port)
+    minimal_port = free_port()
+    minimal = Program(
+        "benchmarks.minimal_forwarder",
+        [str(minimal_port), pod.url],
+        {},
+        work / "minimal.log",
+    )
+    minimal_url = f"http://127.0.0.1:{minimal_port}{query}"
+    wait_until(lambda: requests.get(minimal_url, timeout=2).ok, 20, "the minimal forwarder")
     try:
         with ControlPlane(control_plane_binaries(), work / "cluster") as cluster:
             cluster.kubectl("apply", "-f", str(CRD))
@@ -197,13 +222,22 @@ def main() -> None:
                     via_nginx = wrk(
                         f"http://127.0.0.1:{proxy_port}{query}", args.seconds, connections
                     )
+                    wrk(minimal_url, 1, connections)
+                    via_minimal = wrk(minimal_url, args.seconds, connections, pid=minimal.pid)
                     wrk(router.url + query, 1, connections, router.token)
-                    via_router = wrk(router.url + query, args.seconds, connections, router.token)
+                    via_router = wrk(
+                        router.url + query,
+                        args.seconds,
+                        connections,
+                        router.token,
+                        pid=router.program.pid,
+                    )
                     print(f"\n{count} sessions known to the router, wrk concurrency {connections}")
                     report(
                         [
                             ("session pod directly", direct),
                             ("nginx reverse proxy", via_nginx),
+                            ("minimal aiohttp forwarder", via_minimal),
                             ("router (auth, routing, metrics)", via_router),
                         ],
                         direct,
@@ -212,6 +246,7 @@ def main() -> None:
     finally:
         proxy.terminate()
         proxy.wait(10)
+        minimal.stop()
         pod.stop()
         double_program.stop()
 
