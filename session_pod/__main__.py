@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
-from aiohttp import web
-
-from . import logs
+from . import logs, serving
 from .app import create_app
 from .config import Settings
 from .delivery import OutboxError
-from .middleware import app_runner
 
 log = logs.get_logger("session_pod")
 
@@ -23,18 +19,14 @@ async def serve(settings: Settings) -> None:
     except OutboxError as exc:
         log.critical("the delivery database cannot be used", error=str(exc))
         sys.exit(f"delivery database error: {exc}")
-    runner = app_runner(app, shutdown_timeout=5)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
-    log.info("listening", host=settings.host, port=settings.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("stopping: closing the browser")
-    await runner.cleanup()
-    log.info("stopped")
+    await serving.serve(
+        app,
+        settings.host,
+        settings.port,
+        log=log,
+        shutdown_timeout=5,
+        stopping="stopping: closing the browser",
+    )
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """The HTTP middleware of every service (session pod, router): exactly one answer per request,
-always in the seed's error shape; a request id (kept when the caller sends one); one
-structured access log line; request metrics."""
+always in the seed's error shape; a request id (kept when the caller sends one). Then, once
+the answer is out, one structured access log line and the request metrics (`AccessLog`,
+which `serving.app_runner` installs)."""
 
 from __future__ import annotations
 
@@ -80,13 +81,3 @@ class AccessLog(AbstractAccessLogger):
             request_id=request[REQUEST_ID],
             **fields,
         )
-
-
-def app_runner(app: web.Application, shutdown_timeout: float) -> web.AppRunner:
-    """The runner of every service, with the access log above."""
-    return web.AppRunner(
-        app,
-        access_log_class=AccessLog,
-        access_log=log.logger,
-        shutdown_timeout=shutdown_timeout,
-    )

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
-from aiohttp import web
-
-from session_pod import logs
-from session_pod.middleware import app_runner
+from session_pod import logs, serving
 from whatsapp_operator.kube import Kube
 
 from .app import KubeBackend, create_app
@@ -20,18 +16,15 @@ log = logs.get_logger("whatsapp_router")
 
 
 async def serve(settings: RouterSettings, backend: Backend) -> None:
-    runner = app_runner(create_app(settings, backend), shutdown_timeout=10)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
-    log.info("listening", host=settings.host, port=settings.port, namespace=settings.namespace)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-    log.info("stopping")
-    await runner.cleanup()
-    log.info("stopped")
+    app = create_app(settings, backend)
+    await serving.serve(
+        app,
+        settings.host,
+        settings.port,
+        log=log,
+        shutdown_timeout=10,
+        namespace=settings.namespace,
+    )
 
 
 def main() -> None:
