@@ -46,7 +46,7 @@ def create_app(settings: Settings) -> web.Application:
     bus.add_listener(to_outbox)
     bus.add_listener(messenger.on_event)
 
-    app = web.Application(middlewares=[seed_errors()], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[seed_errors], client_max_size=MAX_BODY_BYTES)
     app[SESSION] = session
     app[METRICS] = metrics
     app[REQUEST_METRICS] = metrics

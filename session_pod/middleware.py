@@ -31,25 +31,22 @@ class RequestMetrics(Protocol):
 REQUEST_METRICS = web.AppKey("request_metrics", RequestMetrics)
 
 
-def seed_errors() -> Middleware:
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
-        request[REQUEST_ID] = request_id
-        try:
-            response = await handler(request)
-        except ApiError as exc:
-            response = exc.response()
-        except web.HTTPException as exc:
-            response = ApiError(exc.status, exc.reason).response()
-        except Exception:
-            log.exception("unhandled error", route=route_of(request), request_id=request_id)
-            response = ApiError(500, "Internal error").response()
-        if not response.prepared:  # a stream (/events) has sent its headers already
-            response.headers["X-Request-ID"] = request_id
-        return response
-
-    return middleware
+@web.middleware
+async def seed_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:
+        response = ApiError(exc.status, exc.reason).response()
+    except Exception:
+        log.exception("unhandled error", route=route_of(request), request_id=request_id)
+        response = ApiError(500, "Internal error").response()
+    if not response.prepared:  # a stream (/events) has sent its headers already
+        response.headers["X-Request-ID"] = request_id
+    return response
 
 
 def route_of(request: web.Request) -> str:

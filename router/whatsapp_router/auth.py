@@ -6,13 +6,13 @@ import hmac
 
 from aiohttp import web
 
-from session_pod.middleware import Handler
+from session_pod.middleware import Handler, Middleware
 from session_pod.validation import ApiError
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
-def bearer_auth(token: str) -> web.middleware:  # type: ignore[valid-type]
+def bearer_auth(token: str) -> Middleware:
     expected = f"Bearer {token}".encode()
 
     @web.middleware
