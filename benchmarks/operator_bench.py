@@ -25,8 +25,8 @@ import requests
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.operator import OperatorProcess, operator_namespace, session_manifest
-from tests.support.processes import REPO, Program, free_port, wait_until
-from tests.support.session_pods import Double, EventLog, new_phone
+from tests.support.processes import REPO, wait_until
+from tests.support.session_pods import EventLog, new_phone, start_double
 from tests.support.test_node import TestNode
 
 PHASES = {
@@ -104,14 +104,10 @@ class PhaseWatch:
 
 def status_lag(cluster: ControlPlane, work: Path, cycles: int) -> None:
     namespace = operator_namespace(cluster, "bench-lag")
-    port = free_port()
-    double_program = Program(
-        "tests.wa_double", ["--host", "127.0.0.1", "--port", str(port)], {}, work / "double.log"
+    double_program, double = start_double(work / "double.log")
+    operator = OperatorProcess(
+        cluster, namespace, double.session_env(), {}, work / "operator-lag.log"
     )
-    double = Double(f"http://127.0.0.1:{port}")
-    wait_until(lambda: requests.get(f"{double.url}/control/qr", timeout=1).ok, 20, "double")
-    pod_env = {"WHATSAPP_WEB_URL": double.url + "/", "WAJS_INJECT": "false"}
-    operator = OperatorProcess(cluster, namespace, pod_env, {}, work / "operator-lag.log")
     with TestNode(cluster, work / "node", REPO) as node:
         cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=session_manifest("lag", "201"))
         watch = PhaseWatch(cluster, namespace, "lag")

@@ -28,7 +28,7 @@ from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.operator import CRD
 from tests.support.processes import Program, free_port, wait_until
 from tests.support.router import RouterProcess
-from tests.support.session_pods import Double, SessionPod
+from tests.support.session_pods import SessionPod, start_double
 from whatsapp_operator import GROUP, PLURAL, VERSION
 from whatsapp_operator.manifests import labels
 from whatsapp_operator.naming import session_name
@@ -169,15 +169,7 @@ def main() -> None:
     if not (shutil.which("wrk") and shutil.which("nginx")):
         raise SystemExit("needs wrk and nginx: apt-get install -y wrk nginx")
     work = Path(tempfile.mkdtemp(prefix="router-bench-"))
-    double_port = free_port()
-    double_program = Program(
-        "tests.wa_double",
-        ["--host", "127.0.0.1", "--port", str(double_port)],
-        {},
-        work / "double.log",
-    )
-    double = Double(f"http://127.0.0.1:{double_port}")
-    wait_until(lambda: requests.get(double.url, timeout=2).ok, 20, "the double")
+    double_program, double = start_double(work / "double.log")
     pod = SessionPod(LOCATION, work / "pod", double)
     query = f"/status?location_identifier={LOCATION}"
     proxy, proxy_port = nginx(work, pod.port)
@@ -192,8 +184,7 @@ def main() -> None:
     wait_until(lambda: requests.get(minimal_url, timeout=2).ok, 20, "the minimal forwarder")
     try:
         with ControlPlane(control_plane_binaries(), work / "cluster") as cluster:
-            cluster.kubectl("apply", "-f", str(CRD))
-            cluster.kubectl("wait", "--for=condition=Established", "-f", str(CRD))
+            cluster.install_crds(CRD)
             cluster.kubectl("create", "namespace", "bench")
             wait_until(
                 lambda: (

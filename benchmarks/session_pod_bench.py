@@ -18,8 +18,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tests.support.processes import Program, free_port, wait_until
-from tests.support.session_pods import Double, SessionPod, new_phone
+from tests.support.session_pods import SessionPod, new_phone, start_double
 
 # Measure the session itself, not the anti-ban send rate limit (60/min by default).
 UNLIMITED = {"SEND_RATE_PER_MINUTE": "0"}
@@ -55,12 +54,7 @@ def main() -> None:
     parser.add_argument("--restarts", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pod-bench-"))
-    port = free_port()
-    double_program = Program(
-        "tests.wa_double", ["--host", "127.0.0.1", "--port", str(port)], {}, work / "double.log"
-    )
-    double = Double(f"http://127.0.0.1:{port}")
-    wait_until(lambda: requests.get(f"{double.url}/control/qr", timeout=1).ok, 20, "double")
+    double_program, double = start_double(work / "double.log")
     phone, receiver = new_phone(), new_phone()
     double.register(receiver)
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,23 +10,16 @@ from pathlib import Path
 import pytest
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
-from tests.support.processes import REPO, Program, free_port, wait_until
+from tests.support.processes import REPO
 from tests.support.s3 import SeaweedS3
-from tests.support.session_pods import Double, SessionPod
+from tests.support.session_pods import Double, SessionPod, start_double
 from tests.support.test_node import TestNode
 
 
 @pytest.fixture(scope="session")
 def double(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Double]:
-    port = free_port()
-    log = tmp_path_factory.mktemp("double") / "double.log"
-    program = Program("tests.wa_double", ["--host", "127.0.0.1", "--port", str(port)], {}, log)
-    wait_until(
-        lambda: re.search(r"listening on http://127\.0\.0\.1", log.read_text()),
-        20,
-        "the WhatsApp Web double to listen",
-    )
-    yield Double(f"http://127.0.0.1:{port}")
+    program, double = start_double(tmp_path_factory.mktemp("double") / "double.log")
+    yield double
     program.stop()
 
 

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
+from tests.support.operator import CHART
 from tests.support.processes import REPO
 
-CHART = REPO / "charts" / "whatsapp-sessions"
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
 
 # Every branch of the templates: S3 with credentials, webhooks, the router's own Secret.
@@ -206,9 +206,7 @@ def test_two_different_session_secrets_are_refused(helm: Path) -> None:
 
 @pytest.fixture
 def chart_namespace(control_plane: ControlPlane) -> Iterator[str]:
-    for crd in sorted((CHART / "crds").glob("*.yaml")):
-        control_plane.kubectl("apply", "-f", str(crd))
-        control_plane.kubectl("wait", "--for=condition=Established", "-f", str(crd))
+    control_plane.install_crds(*sorted((CHART / "crds").glob("*.yaml")))
     name = f"chart-{uuid.uuid4().hex[:6]}"
     control_plane.kubectl("create", "namespace", name)
     yield name

@@ -18,7 +18,14 @@ import pytest
 
 from session_pod.delivery import verify
 from tests.support.control_plane import ControlPlane
-from tests.support.operator import CHART, RELEASE, get_session, session_manifest, wait_phase
+from tests.support.operator import (
+    CHART,
+    RELEASE,
+    pod_uid,
+    session_manifest,
+    wait_backup,
+    wait_phase,
+)
 from tests.support.processes import wait_until
 from tests.support.rails import RailsReceiver
 from tests.support.router import RouterClient
@@ -99,8 +106,7 @@ def test_helm_install_to_uninstall_with_a_linked_session(
             f"--from-literal=WEBHOOK_SECRET={WEBHOOK_SECRET}",
         )
         extra_env = {
-            "WHATSAPP_WEB_URL": double.url + "/",
-            "WAJS_INJECT": "false",
+            **double.session_env(),
             "HEALTH_CHECK_INTERVAL_SECONDS": "1",
             "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
             "WEBHOOK_RETRY_MAX_SECONDS": "1",
@@ -190,36 +196,16 @@ def test_helm_install_to_uninstall_with_a_linked_session(
             request.body,
             request.headers["X-Webhook-Signature"],
         )
-        wait_until(
-            lambda: get_session(control_plane, namespace, "beauty-shop")["status"].get(
-                "lastBackup"
-            ),
-            60,
-            "the first backup in status",
-        )
+        wait_backup(control_plane, namespace, "beauty-shop")
 
         # The pod deleted: the StatefulSet recreates it, the session comes back without a QR.
         qr_webhooks, ready_webhooks = len(rails.events("qr")), len(rails.events("ready"))
         assert qr_webhooks >= 1 and ready_webhooks >= 1
         pod = f"wa-{LOCATION}-0"
-        first_uid = control_plane.kubectl(
-            "get", "pod", pod, "-n", namespace, "-o", "jsonpath={.metadata.uid}"
-        ).stdout
+        first_uid = pod_uid(control_plane, namespace, pod)
         control_plane.kubectl("delete", "pod", pod, "-n", namespace)
         wait_until(
-            lambda: (
-                control_plane.kubectl(
-                    "get",
-                    "pod",
-                    pod,
-                    "-n",
-                    namespace,
-                    "-o",
-                    "jsonpath={.metadata.uid}",
-                    check=False,
-                ).stdout
-                not in ("", first_uid)
-            ),
+            lambda: pod_uid(control_plane, namespace, pod) not in ("", first_uid),
             60,
             "a new session pod",
         )

@@ -85,8 +85,7 @@ def test_local_mode_runs_the_whole_journey(
     rails.start()
     env = {
         **rails.env("local-secret"),
-        "WHATSAPP_WEB_URL": double.url + "/",
-        "WAJS_INJECT": "false",
+        **double.session_env(),
         "HEALTH_CHECK_INTERVAL_SECONDS": "1",
     }
     monkeypatch.delenv("ROUTER_TOKEN", raising=False)  # local mode makes and prints one

@@ -15,9 +15,11 @@ import requests
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import (
     OperatorProcess,
-    get_session,
     operator_namespace,
+    patch_spec,
+    pod_uid,
     session_manifest,
+    wait_backup,
     wait_phase,
 )
 from tests.support.processes import wait_until
@@ -62,8 +64,7 @@ def operator(
     )
     pod_env = {
         **{k: v for k, v in s3.items() if not k.startswith("AWS_")},
-        "WHATSAPP_WEB_URL": double.url + "/",
-        "WAJS_INJECT": "false",
+        **double.session_env(),
         "HEALTH_CHECK_INTERVAL_SECONDS": "1",
     }
     log_dir = tmp_path_factory.mktemp("operator")
@@ -74,12 +75,6 @@ def operator(
 
 def kubectl_get_sessions(cluster: ControlPlane, namespace: str) -> str:
     return cluster.kubectl("get", "whatsappsessions", "-n", namespace, "-o", "wide").stdout
-
-
-def pod_uid(cluster: ControlPlane, namespace: str, pod: str) -> str:
-    return cluster.kubectl(
-        "get", "pod", pod, "-n", namespace, "-o", "jsonpath={.metadata.uid}", check=False
-    ).stdout
 
 
 def qr_of(node: TestNode, namespace: str, pod: str) -> str:
@@ -141,11 +136,7 @@ def test_a_session_from_apply_to_ready_survives_pod_loss_and_pause(
     assert ready["status"]["phone"] == phone
     conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
     assert conditions["Ready"] == "True" and conditions["Authenticated"] == "True"
-    wait_until(
-        lambda: get_session(control_plane, namespace, "beauty-shop")["status"].get("lastBackup"),
-        30,
-        "the first backup in status",
-    )
+    wait_backup(control_plane, namespace, "beauty-shop", timeout=30)
     events = control_plane.kubectl(
         "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=beauty-shop"
     ).stdout
@@ -153,16 +144,7 @@ def test_a_session_from_apply_to_ready_survives_pod_loss_and_pause(
 
     # A spec change rolls the pod (a new template); it comes back linked.
     first_pod = pod_uid(control_plane, namespace, "wa-101-0")
-    control_plane.kubectl(
-        "patch",
-        "whatsappsession",
-        "beauty-shop",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"backup": {"intervalSeconds": 600}}}',
-    )
+    patch_spec(control_plane, namespace, "beauty-shop", {"backup": {"intervalSeconds": 600}})
     wait_until(
         lambda: pod_uid(control_plane, namespace, "wa-101-0") not in ("", first_pod),
         90,
@@ -172,16 +154,7 @@ def test_a_session_from_apply_to_ready_survives_pod_loss_and_pause(
     assert rolled["status"]["observedGeneration"] == rolled["metadata"]["generation"]
 
     # Paused: no pod; the volume is wiped meanwhile, so unpausing restores from S3.
-    control_plane.kubectl(
-        "patch",
-        "whatsappsession",
-        "beauty-shop",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"paused": true}}',
-    )
+    patch_spec(control_plane, namespace, "beauty-shop", {"paused": True})
     wait_phase(control_plane, namespace, "beauty-shop", "Paused")
     wait_until(
         lambda: (
@@ -198,16 +171,7 @@ def test_a_session_from_apply_to_ready_survives_pod_loss_and_pause(
         == "0"
     )
     shutil.rmtree(test_node.pvc_path(namespace, "data-wa-101-0"))
-    control_plane.kubectl(
-        "patch",
-        "whatsappsession",
-        "beauty-shop",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        '{"spec": {"paused": false}}',
-    )
+    patch_spec(control_plane, namespace, "beauty-shop", {"paused": False})
     restored = wait_phase(control_plane, namespace, "beauty-shop", "Ready", timeout=90)
     assert restored["status"]["phone"] == phone
 
@@ -266,11 +230,7 @@ def test_delete_policy_logs_out_and_removes_the_backup(
     wait_phase(control_plane, namespace, "leaving", "QRRequired", timeout=90)
     phone = new_phone()
     double.scan(qr_of(test_node, namespace, "wa-102-0"), phone)
-    wait_until(
-        lambda: get_session(control_plane, namespace, "leaving")["status"].get("lastBackup"),
-        60,
-        "a backup",
-    )
+    wait_backup(control_plane, namespace, "leaving")
     assert s3_server.keys(f"{s3_prefix}/102/")
     control_plane.kubectl("delete", "whatsappsession", "leaving", "-n", namespace)
     assert s3_server.keys(f"{s3_prefix}/102/") == []

@@ -40,11 +40,7 @@ def operator(
     double: Double,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    pod_env = {
-        "WHATSAPP_WEB_URL": double.url + "/",
-        "WAJS_INJECT": "false",
-        "HEALTH_CHECK_INTERVAL_SECONDS": "1",
-    }
+    pod_env = {**double.session_env(), "HEALTH_CHECK_INTERVAL_SECONDS": "1"}
     log = tmp_path_factory.mktemp("router-operator") / "operator.log"
     process = OperatorProcess(control_plane, namespace, pod_env, {}, log)
     yield process

@@ -190,8 +190,7 @@ def test_an_unusable_delivery_database_is_a_clear_failure(
             "HOST": "127.0.0.1",
             "PORT": str(free_port()),
             "DATA_DIR": str(data),
-            "WHATSAPP_WEB_URL": double.url + "/",
-            "WAJS_INJECT": "false",
+            **double.session_env(),
         },
         tmp_path / "pod.log",
     )

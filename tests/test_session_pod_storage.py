@@ -38,6 +38,13 @@ def linked_and_backed_up(pod: SessionPod, double: Double, phone: str) -> dict[st
     return pod.events.wait_for("remote_session_saved", timeout=30)["data"]
 
 
+def assert_restored(pod: SessionPod, phone: str, timeout: float = 30) -> None:
+    """Ready as the same phone without ever showing a QR: the login came back from storage."""
+    pod.wait_state("ready", timeout=timeout)
+    assert pod.status()["phone"] == phone
+    assert pod.events.of_type("qr") == []
+
+
 def version_of(key: str) -> str:
     return Path(key).name.removesuffix(".tar.gz")
 
@@ -64,9 +71,7 @@ def test_two_locations_come_back_after_kill_9_on_empty_volumes(
 
     second = {loc: start_pod(loc, tmp_path / f"second-{loc}", **s3_env) for loc in phones}
     for location, pod in second.items():
-        pod.wait_state("ready")
-        assert pod.status()["phone"] == phones[location]
-        assert pod.events.of_type("qr") == []
+        assert_restored(pod, phones[location])
         assert pod.events.wait_for("session_restored")["data"]["version"]
     locations = {key.split("/")[1] for key in s3_server.keys(s3_env["S3_PREFIX"] + "/")}
     assert locations == {"21", "22"}
@@ -111,9 +116,7 @@ def test_s3_down_at_start_is_retried_without_a_qr_until_it_is_back(
     assert status["state"] == "starting"
     assert status["storage_error"]
     own_s3.start()
-    waiting.wait_state("ready", timeout=60)
-    assert waiting.status()["phone"] == phone
-    assert waiting.events.of_type("qr") == []
+    assert_restored(waiting, phone, timeout=60)
 
 
 def test_kill_9_during_an_upload_leaves_the_previous_backup_restorable(
@@ -140,9 +143,7 @@ def test_kill_9_during_an_upload_leaves_the_previous_backup_restorable(
     pod.kill()
 
     restored = start_pod("51", tmp_path / "second", **s3_env)
-    restored.wait_state("ready")
-    assert restored.status()["phone"] == phone
-    assert restored.events.of_type("qr") == []
+    assert_restored(restored, phone)
 
 
 def test_wrong_credentials_are_a_clear_failure_and_delete_nothing(

@@ -316,6 +316,12 @@ class ControlPlane:
             )
         return result
 
+    def install_crds(self, *files: Path) -> None:
+        """Applies CRDs and waits until the API server serves their resources."""
+        for crd in files:
+            self.kubectl("apply", "-f", str(crd))
+            self.kubectl("wait", "--for=condition=Established", "-f", str(crd))
+
     def kubeconfig_for_service_account(self, namespace: str, name: str) -> Path:
         """A kubeconfig whose client certificate authenticates as that ServiceAccount."""
         path = self.root / f"sa_{namespace}_{name}.kubeconfig"  # "_" is in no k8s name

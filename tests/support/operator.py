@@ -23,9 +23,7 @@ OPERATOR_ACCOUNT = f"{RELEASE}-operator"
 def operator_namespace(cluster: ControlPlane, prefix: str) -> str:
     """A new namespace ready for the operator: the CRDs installed, the chart's RBAC applied."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    for crd in (CRD, PEERING_CRD):
-        cluster.kubectl("apply", "-f", str(crd))
-        cluster.kubectl("wait", "--for=condition=Established", "-f", str(crd))
+    cluster.install_crds(CRD, PEERING_CRD)
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("apply", "-n", name, "-f", "-", stdin=chart_rbac(cluster, name, "operator"))
     return name
@@ -116,6 +114,29 @@ def wait_phase(
         f"{name} to be {phase}",
         interval=0.3,
     )
+
+
+def wait_backup(
+    cluster: ControlPlane, namespace: str, name: str, timeout: float = 60
+) -> dict[str, Any]:
+    """Until the session's status records a backup; returns that record."""
+    return wait_until(
+        lambda: get_session(cluster, namespace, name)["status"].get("lastBackup"),
+        timeout,
+        f"a backup of {name} in its status",
+    )
+
+
+def patch_spec(cluster: ControlPlane, namespace: str, name: str, spec: dict[str, Any]) -> None:
+    body = json.dumps({"spec": spec})
+    cluster.kubectl("patch", "whatsappsession", name, "-n", namespace, "--type=merge", "-p", body)
+
+
+def pod_uid(cluster: ControlPlane, namespace: str, pod: str) -> str:
+    """The pod's uid, or "" while there is none: a new uid means a new pod."""
+    return cluster.kubectl(
+        "get", "pod", pod, "-n", namespace, "-o", "jsonpath={.metadata.uid}", check=False
+    ).stdout
 
 
 def session_manifest(name: str, location: str, **spec: Any) -> str:

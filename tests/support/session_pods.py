@@ -28,6 +28,11 @@ class Double:
     def __init__(self, url: str) -> None:
         self.url = url
 
+    def session_env(self) -> dict[str, str]:
+        """What a session pod needs to open this double instead of WhatsApp Web (the double's
+        page defines the WPP subset itself: no wa-js bundle is injected)."""
+        return {"WHATSAPP_WEB_URL": self.url + "/", "WAJS_INJECT": "false"}
+
     def control(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         response = requests.request(method, f"{self.url}/control{path}", json=body, timeout=10)
         assert response.ok, f"double {method} {path}: {response.status_code} {response.text}"
@@ -41,6 +46,16 @@ class Double:
 
     def phone(self, phone: str) -> Any:
         return self.control("GET", f"/phones/{phone}")
+
+
+def start_double(log_path: Path) -> tuple[Program, Double]:
+    """The double as its own process on 127.0.0.1, serving once this returns."""
+    port = free_port()
+    args = ["--host", "127.0.0.1", "--port", str(port)]
+    program = Program("tests.wa_double", args, {}, log_path)
+    double = Double(f"http://127.0.0.1:{port}")
+    wait_until(lambda: requests.get(double.url, timeout=2).ok, 20, "the WhatsApp Web double")
+    return program, double
 
 
 class EventLog:
@@ -114,8 +129,7 @@ class SessionPod:
                 "HOST": "127.0.0.1",
                 "PORT": str(self.port),
                 "DATA_DIR": str(data_dir),
-                "WHATSAPP_WEB_URL": double.url + "/",
-                "WAJS_INJECT": "false",
+                **double.session_env(),
                 "HEALTH_CHECK_INTERVAL_SECONDS": "1",
                 "HEALTH_TIMEOUT_SECONDS": "2",
                 "RELAUNCH_BACKOFF_MAX_SECONDS": "2",
