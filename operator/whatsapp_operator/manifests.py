@@ -10,6 +10,7 @@ from .naming import location_label, session_name
 APP = "whatsapp-session"
 LOCATION_LABEL = "whatsapp-sessions.io/location"
 DATA_MOUNT = "/data"
+TMP_MOUNT = "/tmp"  # HOME of the session pod image: Chromium's and Playwright's scratch space
 
 
 def labels(location_id: str) -> dict[str, str]:
@@ -68,7 +69,14 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                     "shareProcessNamespace": True,
                     # Long enough to close the browser and upload the final backup.
                     "terminationGracePeriodSeconds": config.termination_grace_seconds,
-                    "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "fsGroup": 10001},
+                    # Pod Security "restricted": admitted where the namespace enforces it.
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "runAsGroup": 10001,
+                        "fsGroup": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
                     "containers": [
                         {
                             "name": "session",
@@ -90,9 +98,19 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                                 "periodSeconds": 10,
                                 "failureThreshold": 3,
                             },
-                            "volumeMounts": [{"name": "data", "mountPath": DATA_MOUNT}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                                # Chromium and Playwright write only to /data and /tmp (HOME).
+                                "readOnlyRootFilesystem": True,
+                            },
+                            "volumeMounts": [
+                                {"name": "data", "mountPath": DATA_MOUNT},
+                                {"name": "tmp", "mountPath": TMP_MOUNT},
+                            ],
                         }
                     ],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim_spec}],
