@@ -28,8 +28,10 @@ class RailsReceiver:
     """Records every webhook; `stop()` takes it off the network, `start()` brings it back on
     the same port (as a Rails deploy would)."""
 
-    def __init__(self) -> None:
-        self.port = free_port()
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        """`host`: where it listens (a real node's pods reach the test bridge's gateway)."""
+        self.host = host
+        self.port = free_port(host)
         self.received: list[Received] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -39,7 +41,7 @@ class RailsReceiver:
     def env(self, secret: str) -> dict[str, str]:
         """The session pod's configuration, in the seed's three variables."""
         return {
-            "RAILS_APP_URL": "http://127.0.0.1:",
+            "RAILS_APP_URL": f"http://{self.host}:",
             "RAILS_APP_PORT": str(self.port),
             "RAILS_APP_ENDPOINT_SCOPE": "/whatsapp_js",
             "WEBHOOK_SECRET": secret,
@@ -74,7 +76,7 @@ class RailsReceiver:
         app.router.add_post("/whatsapp_js/{event}", self._receive)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        await web.TCPSite(self._runner, self.host, self.port).start()
 
     async def _stop(self) -> None:
         if self._runner is not None:

@@ -33,24 +33,24 @@ def weed_binary() -> str:
     return found
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
 
 
-def _free_port_pairs(count: int) -> list[int]:
-    """`count` ports p with p and p + 10000 both free on 127.0.0.1."""
+def _free_port_pairs(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` ports p with p and p + 10000 both free on `host`."""
     ports: list[int] = []
     while len(ports) < count:
         port = random.randrange(20000, 55000)
         taken = {p + d for p in ports for d in (0, _GRPC_OFFSET)}
         if {port, port + _GRPC_OFFSET} & taken:
             continue
-        if _port_free(port) and _port_free(port + _GRPC_OFFSET):
+        if _port_free(port, host) and _port_free(port + _GRPC_OFFSET, host):
             ports.append(port)
     return ports
 
@@ -58,14 +58,23 @@ def _free_port_pairs(count: int) -> list[int]:
 class SeaweedS3:
     """One `weed mini` process serving S3 at `endpoint_url`, with one bucket."""
 
-    def __init__(self, root: Path, bucket: str = "session-backups", region: str = "us-east-1"):
+    def __init__(
+        self,
+        root: Path,
+        bucket: str = "session-backups",
+        region: str = "us-east-1",
+        host: str = "127.0.0.1",
+    ):
+        """`host`: the address weed binds and advertises (a real node's pods reach the test
+        bridge's gateway address, not the host's loopback)."""
         self.root = root
+        self.host = host
         self.bucket = bucket
         self.region = region
         self.access_key_id = f"test{secrets.token_hex(6)}"
         self.secret_access_key = secrets.token_hex(20)
-        self.ports = dict(zip(_SERVICES, _free_port_pairs(len(_SERVICES)), strict=True))
-        self.endpoint_url = f"http://127.0.0.1:{self.ports['s3']}"
+        self.ports = dict(zip(_SERVICES, _free_port_pairs(len(_SERVICES), host), strict=True))
+        self.endpoint_url = f"http://{host}:{self.ports['s3']}"
         self.log_path = root / "weed.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -93,8 +102,8 @@ class SeaweedS3:
                     weed_binary(),
                     "mini",
                     f"-dir={self.root / 'data'}",
-                    "-ip=127.0.0.1",
-                    "-ip.bind=127.0.0.1",
+                    f"-ip={self.host}",
+                    f"-ip.bind={self.host}",
                     "-webdav=false",
                     "-admin.ui=false",
                     "-s3.port.iceberg=0",

@@ -48,12 +48,13 @@ class Double:
         return self.control("GET", f"/phones/{phone}")
 
 
-def start_double(log_path: Path) -> tuple[Program, Double]:
-    """The double as its own process on 127.0.0.1, serving once this returns."""
-    port = free_port()
-    args = ["--host", "127.0.0.1", "--port", str(port)]
+def start_double(log_path: Path, host: str = "127.0.0.1") -> tuple[Program, Double]:
+    """The double as its own process on `host` (127.0.0.1, or the test bridge's gateway for
+    a real node's pods), serving once this returns."""
+    port = free_port(host)
+    args = ["--host", host, "--port", str(port)]
     program = Program("tests.wa_double", args, {}, log_path)
-    double = Double(f"http://127.0.0.1:{port}")
+    double = Double(f"http://{host}:{port}")
     wait_until(lambda: requests.get(double.url, timeout=2).ok, 20, "the WhatsApp Web double")
     return program, double
 
