@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
+from tests.support.node_images import project_images
+from tests.support.node_network import GATEWAY, SERVICE_CIDR, NodeNetwork
 from tests.support.processes import REPO
+from tests.support.real_node import (
+    EXTRA_CONTROLLERS,
+    RealNode,
+    missing_requirements,
+    node_binaries,
+)
 from tests.support.s3 import SeaweedS3
 from tests.support.session_pods import Double, SessionPod, start_double
 from tests.support.test_node import TestNode
@@ -74,3 +82,53 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
+    """Its own control plane (on the test bridge's gateway address) and a real node:
+    containerd, kubelet, kube-scheduler, kube-proxy, with the project's three images (built
+    by scripts/images.sh when their inputs changed) copied into containerd. Started once;
+    every change to the machine is undone at the end (tests/support/real_node.py)."""
+    if shutil.which("go") is None:
+        pytest.skip("Go is not installed: the node's binaries cannot be built")
+    if missing := missing_requirements():
+        pytest.skip(
+            f"no real node on this machine: {', '.join(missing)} missing "
+            "(scripts/install.sh installs them)"
+        )
+    bin_dir, node_bin = control_plane_binaries(), node_binaries()
+    images = project_images()
+    root = tmp_path_factory.mktemp("real-node")
+    network = NodeNetwork()
+    network.setup()
+    try:
+        with ControlPlane(
+            bin_dir,
+            root / "control-plane",
+            address=GATEWAY,
+            service_cidr=SERVICE_CIDR,
+            extra_controllers=EXTRA_CONTROLLERS,
+        ) as cluster:
+            node = RealNode(cluster, node_bin, root / "node", network)
+            node.images = images
+            with node:
+                node.import_images(*images.values())
+                yield node
+    finally:
+        network.teardown()
+
+
+@pytest.fixture(scope="session")
+def node_double(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Double]:
+    """The WhatsApp Web double on the test bridge's gateway, where the node's pods reach it."""
+    program, double = start_double(tmp_path_factory.mktemp("node-double") / "double.log", GATEWAY)
+    yield double
+    program.stop()
+
+
+@pytest.fixture(scope="session")
+def node_s3(real_node: RealNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """S3 (SeaweedFS) on the test bridge's gateway, for the node's pods."""
+    with SeaweedS3(tmp_path_factory.mktemp("node-s3"), host=GATEWAY) as server:
+        yield server

@@ -194,12 +194,25 @@ class ControlPlane:
     """etcd + kube-apiserver + kube-controller-manager under `root` (certificates, data,
     kubeconfigs and logs: etcd.log, kube-apiserver.log, kube-controller-manager.log)."""
 
-    def __init__(self, bin_dir: Path, root: Path) -> None:
+    def __init__(
+        self,
+        bin_dir: Path,
+        root: Path,
+        address: str = "127.0.0.1",
+        service_cidr: str = SERVICE_CLUSTER_IP_RANGE,
+        extra_controllers: tuple[str, ...] = (),
+    ) -> None:
+        """`address`: where kube-apiserver listens and advertises itself (a real node's pods
+        reach it there through the `kubernetes` Service); `extra_controllers` are added to
+        CONTROLLERS (a real node needs the node lifecycle and volume binding ones)."""
         self.bin_dir = bin_dir
         self.root = root
+        self.address = address
+        self.service_cidr = service_cidr
+        self.controllers = (*CONTROLLERS, *extra_controllers)
         self.etcd_port = free_port()
-        self.port = free_port()
-        self.server = f"https://127.0.0.1:{self.port}"
+        self.port = free_port(address)
+        self.server = f"https://{address}:{self.port}"
         self.ca = CertificateAuthority(root / "pki")
         self.admin_kubeconfig = root / "admin.kubeconfig"
         self._processes: list[_Process] = []
@@ -231,7 +244,9 @@ class ControlPlane:
             server_names=(
                 "127.0.0.1",
                 "localhost",
-                "10.0.0.1",  # the `kubernetes` Service's ClusterIP
+                self.address,
+                # the `kubernetes` Service's ClusterIP, the first address of the range
+                str(next(ipaddress.ip_network(self.service_cidr).hosts())),
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
@@ -248,13 +263,16 @@ class ControlPlane:
             )
         )
         admin_cert = self._write_kubeconfig(self.admin_kubeconfig, "admin", ("system:masters",))
+        # How the API server authenticates to a kubelet (kubectl logs, exec).
+        kubelet_client = self.ca.issue("kubelet-client", "kube-apiserver", ("system:masters",))
 
         self._start_etcd()
         self._wait(timeout, "etcd to be healthy", self._etcd_healthy)
         self._start(
             "kube-apiserver",
             f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.address}",
+            f"--advertise-address={self.address}",
             f"--secure-port={self.port}",
             f"--tls-cert-file={serving_cert}",
             f"--tls-private-key-file={serving_key}",
@@ -262,8 +280,11 @@ class ControlPlane:
             f"--service-account-issuer={self.server}/",
             f"--service-account-key-file={service_account_public_key}",
             f"--service-account-signing-key-file={service_account_key}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+            f"--service-cluster-ip-range={self.service_cidr}",
             "--authorization-mode=RBAC",
+            f"--kubelet-client-certificate={kubelet_client[0]}",
+            f"--kubelet-client-key={kubelet_client[1]}",
+            f"--kubelet-certificate-authority={self.ca.cert_file}",
             "--allow-privileged=true",
         )
         self._wait(timeout, "kube-apiserver /readyz", lambda: self._ready(admin_cert))
@@ -271,7 +292,7 @@ class ControlPlane:
             "kube-controller-manager",
             f"--kubeconfig={self.admin_kubeconfig}",
             "--leader-elect=false",
-            f"--controllers={','.join(CONTROLLERS)}",
+            f"--controllers={','.join(self.controllers)}",
             f"--service-account-private-key-file={service_account_key}",
             f"--root-ca-file={self.ca.cert_file}",
             "--secure-port=0",  # no /healthz listener: readiness is checked through the API

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Builds or finds the binaries of the tests' real node and prints the directory that holds
+# them (the only line on stdout; progress goes to stderr):
+#   kubelet, kube-scheduler, kube-proxy  built from k8s.io/kubernetes (tools/k8s/go.mod, the
+#                                        same module and version as the control plane)
+#   pause                                k8s.io/kubernetes's build/pause/linux/pause.c, static
+# Cached like scripts/control_plane.sh, in ${WA_TOOLS_CACHE:-~/.cache/whatsapp-sessions},
+# keyed by version. The first build takes about 5 minutes on 2 cores after the control plane's
+# (which fills Go's build cache with most packages); later runs return at once.
+# No NetworkPolicy enforcer is built: sigs.k8s.io/kube-network-policies needs the nftables
+# `queue` expression (CONFIG_NFT_QUEUE), which this machine type's kernel lacks.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TOOLS_MOD="$ROOT/tools/k8s"
+
+K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$TOOLS_MOD/go.mod")
+K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
+CACHE=${WA_TOOLS_CACHE:-$HOME/.cache/whatsapp-sessions}
+BIN="$CACHE/node-$K8S_VERSION/bin"
+mkdir -p "$BIN"
+export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build"
+
+log() { echo "node_binaries.sh: $*" >&2; }
+
+exec 9>"$CACHE/.node_binaries.lock"
+flock 9
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+if [[ ! -x "$BIN/kubelet" || ! -x "$BIN/kube-scheduler" || ! -x "$BIN/kube-proxy" ]]; then
+  command -v go >/dev/null || { log "Go >= 1.24 is required to build the kubelet"; exit 3; }
+  log "building kubelet, kube-scheduler and kube-proxy $K8S_VERSION"
+  start=$SECONDS
+  pkg=k8s.io/kubernetes/cmd
+  ldflags="-s -w"
+  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$K8S_MINOR"
+    ldflags+=" -X $v.gitTreeState=clean"
+  done
+  (
+    cd "$TOOLS_MOD"
+    GOFLAGS="-modcacherw -mod=readonly -buildvcs=false" CGO_ENABLED=0 \
+      go build -trimpath -ldflags "$ldflags" -o "$WORK/go/" \
+      "$pkg/kubelet" "$pkg/kube-scheduler" "$pkg/kube-proxy"
+  )
+  mv "$WORK/go/kubelet" "$WORK/go/kube-scheduler" "$WORK/go/kube-proxy" "$BIN/"
+  log "built in $((SECONDS - start)) s"
+fi
+
+if [[ ! -x "$BIN/pause" ]]; then
+  command -v cc >/dev/null || { log "a C compiler is required for the pause binary"; exit 3; }
+  src=$(cd "$TOOLS_MOD" && GOFLAGS=-modcacherw go mod download -json k8s.io/kubernetes \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')/build/pause/linux/pause.c
+  cc -Os -static -Wall -Werror -DVERSION="$K8S_VERSION" -o "$WORK/pause" "$src"
+  strip "$WORK/pause"
+  install -m 755 "$WORK/pause" "$BIN/pause"
+fi
+
+echo "$BIN"

@@ -1,0 +1,235 @@
+"""The whole journey on a real node, in containers of the project's own images: helm install
+into a namespace that enforces Pod Security "restricted" -> kubectl apply a WhatsAppSession ->
+router /login through its Service's ClusterIP -> QR -> scan on the double -> /send_message ->
+the signed ack webhook reaches Rails (a test receiver on the bridge's gateway) -> the session
+pod deleted -> restored without a QR -> `kubectl get whatsappsessions` Ready -> helm uninstall
+leaves nothing but the retained backup. `kubectl logs` of the session pod is JSON lines."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from session_pod.delivery import verify
+from tests.support.control_plane import ControlPlane
+from tests.support.node_network import GATEWAY
+from tests.support.operator import (
+    CHART,
+    RELEASE,
+    pod_uid,
+    session_manifest,
+    wait_backup,
+    wait_phase,
+)
+from tests.support.processes import wait_until
+from tests.support.rails import RailsReceiver
+from tests.support.real_node import RealNode
+from tests.support.router import RouterClient
+from tests.support.s3 import SeaweedS3
+from tests.support.session_pods import Double, new_phone
+
+pytestmark = pytest.mark.slow
+
+WEBHOOK_SECRET = "journey-webhook-secret"
+SESSION_SECRET = "wa-session"
+LOCATION = "302"
+
+
+def helm(cluster: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [str(cluster.helm_binary), "--kubeconfig", str(cluster.admin_kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if check:
+        assert result.returncode == 0, f"helm {' '.join(args)}: {result.stdout}{result.stderr}"
+    return result
+
+
+def names(cluster: ControlPlane, namespace: str, kind: str, *selector: str) -> list[str]:
+    return cluster.kubectl("get", kind, "-n", namespace, *selector, "-o", "name").stdout.split()
+
+
+def image_values(node: RealNode) -> list[str]:
+    """helm --set flags for the images the node has (content-hash tags)."""
+    flags = []
+    for name, key in (("session-pod", "session"), ("operator", "operator"), ("router", "router")):
+        repository, tag = node.images[name].rsplit(":", 1)
+        flags += [f"--set=images.{key}.repository={repository}", f"--set=images.{key}.tag={tag}"]
+    return flags
+
+
+@pytest.fixture
+def restricted_namespace(real_node: RealNode) -> Iterator[str]:
+    namespace = f"journey-{uuid.uuid4().hex[:6]}"
+    cluster = real_node.cluster
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    yield namespace
+    helm(cluster, "uninstall", RELEASE, "--namespace", namespace, check=False)
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_journey_in_containers_on_a_real_node(
+    real_node: RealNode,
+    node_double: Double,
+    node_s3: SeaweedS3,
+    restricted_namespace: str,
+) -> None:
+    cluster, namespace = real_node.cluster, restricted_namespace
+    prefix = f"journey-{uuid.uuid4().hex[:6]}"
+    rails = RailsReceiver(host=GATEWAY)
+    rails.start()
+    try:
+        s3 = node_s3.env()
+        cluster.kubectl(
+            "create",
+            "secret",
+            "generic",
+            SESSION_SECRET,
+            "-n",
+            namespace,
+            f"--from-literal=AWS_ACCESS_KEY_ID={s3['AWS_ACCESS_KEY_ID']}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={s3['AWS_SECRET_ACCESS_KEY']}",
+            f"--from-literal=WEBHOOK_SECRET={WEBHOOK_SECRET}",
+        )
+        extra_env = {
+            **node_double.session_env(),
+            "HEALTH_CHECK_INTERVAL_SECONDS": "1",
+            "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+            "WEBHOOK_RETRY_MAX_SECONDS": "1",
+        }
+        helm(
+            cluster,
+            "install",
+            RELEASE,
+            str(CHART),
+            "--namespace",
+            namespace,
+            *image_values(real_node),
+            f"--set=s3.bucket={s3['S3_BUCKET']}",
+            f"--set=s3.endpoint={s3['S3_ENDPOINT_URL']}",
+            f"--set=s3.region={s3['S3_REGION']}",
+            f"--set=s3.prefix={prefix}",
+            f"--set=s3.existingSecret={SESSION_SECRET}",
+            f"--set=rails.url=http://{GATEWAY}",
+            f"--set=rails.port={rails.port}",
+            "--set=rails.scope=whatsapp_js",
+            f"--set=rails.webhookSecret.existingSecret={SESSION_SECRET}",
+            "--set=operator.peeringLifetimeSeconds=5",
+            f"--set-json=session.extraEnv={json.dumps(extra_env)}",
+            "--wait",
+            "--timeout=180s",
+        )
+        token = base64.b64decode(
+            cluster.kubectl(
+                "get",
+                "secret",
+                f"{RELEASE}-router-token",
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.data.token}",
+            ).stdout
+        ).decode()
+        cluster_ip = cluster.kubectl(
+            "get",
+            "service",
+            f"{RELEASE}-router",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ).stdout
+        assert cluster_ip.startswith("10.203.1."), cluster_ip
+        router = RouterClient(f"http://{cluster_ip}:8093", token)
+
+        # kubectl apply a WhatsAppSession; Rails asks the router to log it in.
+        cluster.kubectl(
+            "apply", "-n", namespace, "-f", "-", stdin=session_manifest("beauty-shop", LOCATION)
+        )
+        login = router.post("/login", {"location_identifier": LOCATION, "user_id": 7})
+        assert login.status_code == 200, login.text
+
+        # QR -> scan on the double -> Ready.
+        router.wait_state(LOCATION, "qr_required", timeout=120)
+        code = wait_until(
+            lambda: router.get("/qr", location_identifier=LOCATION).json().get("qr"), 30, "a QR"
+        )
+        phone = new_phone()
+        node_double.scan(code, phone)
+        router.wait_state(LOCATION, "ready")
+        assert wait_phase(cluster, namespace, "beauty-shop", "Ready")["status"]["phone"] == phone
+
+        # The session pod's log, through the kubelet: one JSON object per line.
+        pod = f"wa-{LOCATION}-0"
+        logs = cluster.kubectl("logs", pod, "-n", namespace, "-c", "session").stdout
+        lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
+        assert lines and all(entry["location"] == LOCATION for entry in lines), logs[-2000:]
+
+        # /send_message -> the ack webhook reaches Rails, signed.
+        receiver = new_phone()
+        node_double.register(receiver)
+        send = {"location_identifier": LOCATION, "receiver_phone": receiver, "message": "Hola"}
+        sent = router.post("/send_message", send, {"Idempotency-Key": "journey-1"})
+        assert sent.status_code == 200, sent.text
+        ack = wait_until(
+            lambda: next(
+                (e for e in rails.events("message_ack") if e["data"]["id"] == sent.json()["id"]),
+                None,
+            ),
+            60,
+            "the ack webhook of the sent message",
+        )
+        assert ack["location_identifier"] == LOCATION
+        request = next(r for r in rails.received if r.json["event"] == "message_ack")
+        assert verify(
+            WEBHOOK_SECRET,
+            request.headers["X-Webhook-Timestamp"],
+            request.body,
+            request.headers["X-Webhook-Signature"],
+        )
+        wait_backup(cluster, namespace, "beauty-shop")
+
+        # The pod deleted: the StatefulSet recreates it, the session comes back without a QR.
+        qr_webhooks, ready_webhooks = len(rails.events("qr")), len(rails.events("ready"))
+        first_uid = pod_uid(cluster, namespace, pod)
+        cluster.kubectl("delete", "pod", pod, "-n", namespace)
+        wait_until(
+            lambda: pod_uid(cluster, namespace, pod) not in ("", first_uid),
+            120,
+            "a new session pod",
+        )
+        wait_until(
+            lambda: len(rails.events("ready")) > ready_webhooks, 120, "ready again, from a new pod"
+        )
+        router.wait_state(LOCATION, "ready")
+        assert len(rails.events("qr")) == qr_webhooks, "a QR after the restart"
+        wait_phase(cluster, namespace, "beauty-shop", "Ready")
+        table = cluster.kubectl("get", "whatsappsessions", "-n", namespace).stdout
+        row = next(line for line in table.splitlines() if line.startswith("beauty-shop"))
+        assert "Ready" in row.split() and phone in row, table
+
+        # Deleted (default policy Retain), then helm uninstall: only the backup is left.
+        cluster.kubectl("delete", "whatsappsession", "beauty-shop", "-n", namespace)
+        helm(cluster, "uninstall", RELEASE, "--namespace", namespace)
+        for kind in ("pods", "statefulsets", "deployments", "replicasets", "services", "pvc"):
+            wait_until(
+                lambda kind=kind: names(cluster, namespace, kind) == [],
+                180,
+                f"no {kind} left",
+                interval=0.5,
+            )
+        assert names(cluster, namespace, "whatsappsessions") == []
+        assert node_s3.keys(f"{prefix}/{LOCATION}/"), "the retained backup is gone"
+    finally:
+        rails.stop()
