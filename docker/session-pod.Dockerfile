@@ -2,7 +2,7 @@
 # Build from the repository root with scripts/images.sh (or `make images`): it passes this
 # machine's CA, if any, as a build secret. Plain `podman build -f docker/session-pod.Dockerfile .`
 # works where PyPI's and npm's certificates are trusted as they are.
-# Debian only: FROM debian:bookworm-slim, Debian's chromium (never `playwright install`), a
+# Debian only: FROM debian:bookworm-slim, Debian's chromium (no browser download), a
 # venv with `.[session-pod]`, and the pinned wa-js bundle (package-lock.json's integrity).
 
 FROM docker.io/library/debian:bookworm-slim AS build

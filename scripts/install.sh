@@ -10,8 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: Chromium for the session pod processes; podman (images), containerd and
-# the CNI plugins (the real node), debootstrap (the base image), nftables (its guard table).
-NODE_PACKAGES=(podman runc conmon containernetworking-plugins iptables nftables uidmap
+# the CNI plugins (the real node), debootstrap (the base image), nftables (its guard table),
+# ipset (kube-router's NetworkPolicy rules).
+NODE_PACKAGES=(podman runc conmon containernetworking-plugins iptables nftables ipset uidmap
   slirp4netns fuse-overlayfs catatonit debootstrap containerd)
 if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq
@@ -30,6 +31,9 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m pip check
 npm ci --no-audit --no-fund --silent
 scripts/control_plane.sh >/dev/null
-scripts/node_binaries.sh >/dev/null
+# The node's Go builds (CPU) beside the image builds (mostly downloads); both cached.
+scripts/node_binaries.sh >/dev/null &
+node_binaries=$!
 # Prints each image's size; builds only what changed (podman's storage is kept).
 scripts/images.sh
+wait "$node_binaries"

@@ -3,12 +3,15 @@
 # them (the only line on stdout; progress goes to stderr):
 #   kubelet, kube-scheduler, kube-proxy  built from k8s.io/kubernetes (tools/k8s/go.mod, the
 #                                        same module and version as the control plane)
+#   kube-router                          github.com/cloudnativelabs/kube-router (NetworkPolicy)
 #   pause                                k8s.io/kubernetes's build/pause/linux/pause.c, static
 # Cached like scripts/control_plane.sh, in ${WA_TOOLS_CACHE:-~/.cache/whatsapp-sessions},
 # keyed by version. The first build takes about 5 minutes on 2 cores after the control plane's
 # (which fills Go's build cache with most packages); later runs return at once.
-# No NetworkPolicy enforcer is built: sigs.k8s.io/kube-network-policies needs the nftables
-# `queue` expression (CONFIG_NFT_QUEUE), which this machine type's kernel lacks.
+# NetworkPolicy is enforced by kube-router's firewall alone (iptables + ipset): the usual
+# sigs.k8s.io/kube-network-policies needs the nftables `queue` expression (CONFIG_NFT_QUEUE),
+# which this machine type's kernel lacks. v2.1.0 is the one v2 release the Go proxy serves;
+# it runs only on the test bridge, with no port open.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TOOLS_MOD="$ROOT/tools/k8s"
@@ -16,6 +19,7 @@ TOOLS_MOD="$ROOT/tools/k8s"
 K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$TOOLS_MOD/go.mod")
 K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
 CACHE=${WA_TOOLS_CACHE:-$HOME/.cache/whatsapp-sessions}
+KUBE_ROUTER_VERSION=v2.1.0
 BIN="$CACHE/node-$K8S_VERSION/bin"
 mkdir -p "$BIN"
 export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build"
@@ -45,6 +49,17 @@ if [[ ! -x "$BIN/kubelet" || ! -x "$BIN/kube-scheduler" || ! -x "$BIN/kube-proxy
       "$pkg/kubelet" "$pkg/kube-scheduler" "$pkg/kube-proxy"
   )
   mv "$WORK/go/kubelet" "$WORK/go/kube-scheduler" "$WORK/go/kube-proxy" "$BIN/"
+  log "built in $((SECONDS - start)) s"
+fi
+
+if [[ ! -x "$BIN/kube-router" ]]; then
+  log "building kube-router $KUBE_ROUTER_VERSION (NetworkPolicy only; about 5 minutes)"
+  start=$SECONDS
+  # Its go.mod has no replace lines, so `go install module@version` builds it as released.
+  GOFLAGS="-modcacherw -buildvcs=false" CGO_ENABLED=0 GOBIN="$WORK/kube-router" \
+    go install -trimpath -ldflags "-s -w" \
+    "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@$KUBE_ROUTER_VERSION"
+  mv "$WORK/kube-router/kube-router" "$BIN/kube-router"
   log "built in $((SECONDS - start)) s"
 fi
 

@@ -1,11 +1,11 @@
-"""The whole journey on the real control plane, everything installed by the chart: helm install
--> kubectl apply a WhatsAppSession -> router /login -> QR -> scan on the double ->
-/send_message -> the ack webhook reaches Rails (a test receiver) -> the pod is deleted ->
-restored without a QR -> `kubectl get whatsappsessions` shows Ready -> helm uninstall leaves
-nothing but the retained backup.
-
-The operator (2 peering replicas) and the router run as the chart's pods on the test node, each
-with its ServiceAccount's permissions, on its own pod IP."""
+"""The whole journey on a real node, in containers of the project's own images: helm install
+into a namespace that enforces Pod Security "restricted" -> kubectl apply a WhatsAppSession ->
+router /login through its Service's ClusterIP -> QR -> scan on the double -> /send_message ->
+the signed ack webhook reaches Rails (a test receiver on the bridge's gateway) -> the session
+pod deleted -> restored without a QR -> `kubectl get whatsappsessions` Ready -> helm uninstall
+leaves nothing but the retained backup. `kubectl logs` of the session pod is JSON lines, and
+the chart's NetworkPolicy is enforced (kube-router): a pod that is neither router nor operator
+cannot reach the session pod."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import base64
 import json
 import subprocess
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
 from session_pod.delivery import verify
 from tests.support.control_plane import ControlPlane
+from tests.support.node_network import GATEWAY
 from tests.support.operator import (
     CHART,
     RELEASE,
@@ -28,19 +30,19 @@ from tests.support.operator import (
 )
 from tests.support.processes import wait_until
 from tests.support.rails import RailsReceiver
+from tests.support.real_node import RealNode
 from tests.support.router import RouterClient
 from tests.support.s3 import SeaweedS3
 from tests.support.session_pods import Double, new_phone
-from tests.support.test_node import TestNode
 
 pytestmark = pytest.mark.slow
 
 WEBHOOK_SECRET = "journey-webhook-secret"
-SESSION_SECRET = "wa-session"  # S3 credentials and the webhook key: the session pods' Secret
+SESSION_SECRET = "wa-session"
 LOCATION = "301"
 
 
-def helm(cluster: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+def helm(cluster: ControlPlane, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [str(cluster.helm_binary), "--kubeconfig", str(cluster.admin_kubeconfig), *args],
         capture_output=True,
@@ -48,53 +50,111 @@ def helm(cluster: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
-    assert result.returncode == 0, f"helm {' '.join(args)}: {result.stdout}{result.stderr}"
+    if check:
+        assert result.returncode == 0, f"helm {' '.join(args)}: {result.stdout}{result.stderr}"
     return result
 
 
 def names(cluster: ControlPlane, namespace: str, kind: str, *selector: str) -> list[str]:
-    out = cluster.kubectl("get", kind, "-n", namespace, *selector, "-o", "name").stdout
-    return out.split()
+    return cluster.kubectl("get", kind, "-n", namespace, *selector, "-o", "name").stdout.split()
 
 
-def ready_router(cluster: ControlPlane, node: TestNode, namespace: str) -> str:
-    """The address of a Ready router pod."""
-
-    def find() -> str | None:
-        listed = cluster.kubectl(
-            "get",
-            "pods",
-            "-n",
-            namespace,
-            "-l",
-            "app.kubernetes.io/component=router",
-            "-o",
-            "json",
-        ).stdout
-        for pod in json.loads(listed)["items"]:
-            conditions = pod["status"].get("conditions", [])
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-                return node.pod_ip(namespace, pod["metadata"]["name"])
-        return None
-
-    return wait_until(find, 90, "a Ready router pod", interval=0.5)
+def image_values(node: RealNode) -> list[str]:
+    """helm --set flags for the images the node has (content-hash tags)."""
+    flags = []
+    for name, key in (("session-pod", "session"), ("operator", "operator"), ("router", "router")):
+        repository, tag = node.images[name].rsplit(":", 1)
+        flags += [f"--set=images.{key}.repository={repository}", f"--set=images.{key}.tag={tag}"]
+    return flags
 
 
-def test_helm_install_to_uninstall_with_a_linked_session(
-    control_plane: ControlPlane,
-    test_node: TestNode,
-    double: Double,
-    s3_server: SeaweedS3,
-) -> None:
+PROBE = """
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(sys.argv[1], timeout=5)
+    print("reached")
+except urllib.error.HTTPError:
+    print("reached")
+except OSError as error:
+    print("refused", error)
+"""
+
+
+def stranger_pod(node: RealNode, namespace: str) -> str:
+    """A pod that is neither router nor operator (the router image, for its Python), admitted
+    under the restricted profile; returns its name once it runs."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stranger", "namespace": namespace, "labels": {"app": "stranger"}},
+        "spec": {
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": node.images["router"],
+                    "command": ["sleep", "600"],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True,
+                    },
+                }
+            ],
+        },
+    }
+    node.cluster.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+    node.cluster.kubectl(
+        "wait", "--for=condition=Ready", "pod/stranger", "-n", namespace, "--timeout=60s"
+    )
+    return "stranger"
+
+
+def probe(cluster: ControlPlane, namespace: str, pod: str, url: str) -> str:
+    """'reached' or 'refused ...': an HTTP request from inside `pod`."""
+    return cluster.kubectl(
+        "exec", pod, "-n", namespace, "--", "python3", "-c", PROBE, url, timeout=30
+    ).stdout.strip()
+
+
+def pod_ip(cluster: ControlPlane, namespace: str, *selector: str) -> str:
+    ips = cluster.kubectl(
+        "get", "pods", "-n", namespace, *selector, "-o", "jsonpath={.items[*].status.podIP}"
+    ).stdout.split()
+    assert ips, f"no pod {selector} in {namespace}"
+    return ips[0]
+
+
+@pytest.fixture
+def restricted_namespace(real_node: RealNode) -> Iterator[str]:
     namespace = f"journey-{uuid.uuid4().hex[:6]}"
+    cluster = real_node.cluster
+    cluster.kubectl("create", "namespace", namespace)
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
+    yield namespace
+    helm(cluster, "uninstall", RELEASE, "--namespace", namespace, check=False)
+    cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_helm_install_to_uninstall_in_containers_on_a_real_node(
+    real_node: RealNode,
+    node_double: Double,
+    node_s3: SeaweedS3,
+    restricted_namespace: str,
+) -> None:
+    cluster, namespace = real_node.cluster, restricted_namespace
     prefix = f"journey-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
-    rails = RailsReceiver()
+    rails = RailsReceiver(host=GATEWAY)
     rails.start()
-    installed = False
     try:
-        s3 = s3_server.env()
-        control_plane.kubectl(
+        s3 = node_s3.env()
+        cluster.kubectl(
             "create",
             "secret",
             "generic",
@@ -106,36 +166,35 @@ def test_helm_install_to_uninstall_with_a_linked_session(
             f"--from-literal=WEBHOOK_SECRET={WEBHOOK_SECRET}",
         )
         extra_env = {
-            **double.session_env(),
+            **node_double.session_env(),
             "HEALTH_CHECK_INTERVAL_SECONDS": "1",
             "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
             "WEBHOOK_RETRY_MAX_SECONDS": "1",
         }
         helm(
-            control_plane,
+            cluster,
             "install",
             RELEASE,
             str(CHART),
             "--namespace",
             namespace,
+            *image_values(real_node),
             f"--set=s3.bucket={s3['S3_BUCKET']}",
             f"--set=s3.endpoint={s3['S3_ENDPOINT_URL']}",
             f"--set=s3.region={s3['S3_REGION']}",
             f"--set=s3.prefix={prefix}",
             f"--set=s3.existingSecret={SESSION_SECRET}",
-            "--set=rails.url=http://127.0.0.1",
+            f"--set=rails.url=http://{GATEWAY}",
             f"--set=rails.port={rails.port}",
             "--set=rails.scope=whatsapp_js",
             f"--set=rails.webhookSecret.existingSecret={SESSION_SECRET}",
             "--set=operator.peeringLifetimeSeconds=5",
             f"--set-json=session.extraEnv={json.dumps(extra_env)}",
+            "--wait",
+            "--timeout=180s",
         )
-        installed = True
-        operator_pods = [f"{RELEASE}-operator-0", f"{RELEASE}-operator-1"]
-        for pod in operator_pods:
-            test_node.wait_ready(namespace, pod, timeout=60)
         token = base64.b64decode(
-            control_plane.kubectl(
+            cluster.kubectl(
                 "get",
                 "secret",
                 f"{RELEASE}-router-token",
@@ -145,40 +204,58 @@ def test_helm_install_to_uninstall_with_a_linked_session(
                 "jsonpath={.data.token}",
             ).stdout
         ).decode()
-        router = RouterClient(
-            f"http://{ready_router(control_plane, test_node, namespace)}:8093", token
-        )
+        cluster_ip = cluster.kubectl(
+            "get",
+            "service",
+            f"{RELEASE}-router",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ).stdout
+        assert cluster_ip.startswith("10.203.1."), cluster_ip
+        router = RouterClient(f"http://{cluster_ip}:8093", token)
 
         # kubectl apply a WhatsAppSession; Rails asks the router to log it in.
-        control_plane.kubectl(
+        cluster.kubectl(
             "apply", "-n", namespace, "-f", "-", stdin=session_manifest("beauty-shop", LOCATION)
         )
         login = router.post("/login", {"location_identifier": LOCATION, "user_id": 7})
-        assert login.json() == {
-            "code": 200,
-            "status": "success",
-            "body": f"Initialization process started for {LOCATION}",
-        }, login.text
+        assert login.status_code == 200, login.text
 
         # QR -> scan on the double -> Ready.
-        router.wait_state(LOCATION, "qr_required")
+        router.wait_state(LOCATION, "qr_required", timeout=120)
         code = wait_until(
             lambda: router.get("/qr", location_identifier=LOCATION).json().get("qr"), 30, "a QR"
         )
         phone = new_phone()
-        double.scan(code, phone)
+        node_double.scan(code, phone)
         router.wait_state(LOCATION, "ready")
-        assert (
-            wait_phase(control_plane, namespace, "beauty-shop", "Ready")["status"]["phone"] == phone
-        )
+        assert wait_phase(cluster, namespace, "beauty-shop", "Ready")["status"]["phone"] == phone
+
+        # The session pod's log, through the kubelet: one JSON object per line.
+        pod = f"wa-{LOCATION}-0"
+        logs = cluster.kubectl("logs", pod, "-n", namespace, "-c", "session").stdout
+        lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
+        assert lines and all(entry["location"] == LOCATION for entry in lines), logs[-2000:]
+
+        # NetworkPolicy, enforced: the router reaches the session pod (all of the above went
+        # through it); a pod that is neither router nor operator is refused, though it
+        # reaches the router itself.
+        stranger = stranger_pod(real_node, namespace)
+        session_ip = pod_ip(cluster, namespace, "-l", f"statefulset.kubernetes.io/pod-name={pod}")
+        router_ip = pod_ip(cluster, namespace, "-l", "app.kubernetes.io/component=router")
+        assert probe(cluster, namespace, stranger, f"http://{router_ip}:8093/healthz") == "reached"
+        refused = probe(cluster, namespace, stranger, f"http://{session_ip}:8093/status")
+        assert refused.startswith("refused"), refused
+        cluster.kubectl("delete", "pod", stranger, "-n", namespace, "--grace-period=0")
 
         # /send_message -> the ack webhook reaches Rails, signed.
         receiver = new_phone()
-        double.register(receiver)
+        node_double.register(receiver)
         send = {"location_identifier": LOCATION, "receiver_phone": receiver, "message": "Hola"}
         sent = router.post("/send_message", send, {"Idempotency-Key": "journey-1"})
         assert sent.status_code == 200, sent.text
-        assert sent.json()["success"] is True
         ack = wait_until(
             lambda: next(
                 (e for e in rails.events("message_ack") if e["data"]["id"] == sent.json()["id"]),
@@ -189,68 +266,44 @@ def test_helm_install_to_uninstall_with_a_linked_session(
         )
         assert ack["location_identifier"] == LOCATION
         request = next(r for r in rails.received if r.json["event"] == "message_ack")
-        assert request.path == "/whatsapp_js/message_ack"
         assert verify(
             WEBHOOK_SECRET,
             request.headers["X-Webhook-Timestamp"],
             request.body,
             request.headers["X-Webhook-Signature"],
         )
-        wait_backup(control_plane, namespace, "beauty-shop")
+        wait_backup(cluster, namespace, "beauty-shop")
 
         # The pod deleted: the StatefulSet recreates it, the session comes back without a QR.
         qr_webhooks, ready_webhooks = len(rails.events("qr")), len(rails.events("ready"))
-        assert qr_webhooks >= 1 and ready_webhooks >= 1
-        pod = f"wa-{LOCATION}-0"
-        first_uid = pod_uid(control_plane, namespace, pod)
-        control_plane.kubectl("delete", "pod", pod, "-n", namespace)
+        first_uid = pod_uid(cluster, namespace, pod)
+        cluster.kubectl("delete", "pod", pod, "-n", namespace)
         wait_until(
-            lambda: pod_uid(control_plane, namespace, pod) not in ("", first_uid),
-            60,
+            lambda: pod_uid(cluster, namespace, pod) not in ("", first_uid),
+            120,
             "a new session pod",
         )
         wait_until(
-            lambda: len(rails.events("ready")) > ready_webhooks, 90, "ready again, from a new pod"
+            lambda: len(rails.events("ready")) > ready_webhooks, 120, "ready again, from a new pod"
         )
         router.wait_state(LOCATION, "ready")
         assert len(rails.events("qr")) == qr_webhooks, "a QR after the restart"
-        wait_phase(control_plane, namespace, "beauty-shop", "Ready")
-        table = control_plane.kubectl("get", "whatsappsessions", "-n", namespace).stdout
+        wait_phase(cluster, namespace, "beauty-shop", "Ready")
+        table = cluster.kubectl("get", "whatsappsessions", "-n", namespace).stdout
         row = next(line for line in table.splitlines() if line.startswith("beauty-shop"))
         assert "Ready" in row.split() and phone in row, table
 
         # Deleted (default policy Retain), then helm uninstall: only the backup is left.
-        control_plane.kubectl("delete", "whatsappsession", "beauty-shop", "-n", namespace)
-        helm(control_plane, "uninstall", RELEASE, "--namespace", namespace)
-        installed = False
+        cluster.kubectl("delete", "whatsappsession", "beauty-shop", "-n", namespace)
+        helm(cluster, "uninstall", RELEASE, "--namespace", namespace)
         for kind in ("pods", "statefulsets", "deployments", "replicasets", "services", "pvc"):
             wait_until(
-                lambda kind=kind: names(control_plane, namespace, kind) == [],
-                120,
+                lambda kind=kind: names(cluster, namespace, kind) == [],
+                180,
                 f"no {kind} left",
                 interval=0.5,
             )
-        assert names(control_plane, namespace, "whatsappsessions") == []
-        assert (
-            names(control_plane, namespace, "secrets", "-l", "app.kubernetes.io/managed-by=Helm")
-            == []
-        )
-        assert s3_server.keys(f"{prefix}/{LOCATION}/"), "the retained backup is gone"
+        assert names(cluster, namespace, "whatsappsessions") == []
+        assert node_s3.keys(f"{prefix}/{LOCATION}/"), "the retained backup is gone"
     finally:
-        if installed:
-            subprocess.run(
-                [
-                    str(control_plane.helm_binary),
-                    "--kubeconfig",
-                    str(control_plane.admin_kubeconfig),
-                    "uninstall",
-                    RELEASE,
-                    "--namespace",
-                    namespace,
-                ],
-                capture_output=True,
-                timeout=120,
-                check=False,
-            )
-        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         rails.stop()

@@ -1,5 +1,6 @@
 """A real Kubernetes node for the tests: containerd (Debian's), kubelet, kube-scheduler and
-kube-proxy (built from tools/k8s by scripts/node_binaries.sh) joined to a ControlPlane that
+kube-proxy (built from tools/k8s by scripts/node_binaries.sh), and kube-router's firewall
+enforcing NetworkPolicy, joined to a ControlPlane that
 listens on the test bridge's gateway address, with Debian's CNI plugins giving each pod an
 address on that bridge (tests/support/node_network.py). Pods run as real containers of the
 images that podman built, copied into containerd. A volume provisioner thread gives each
@@ -8,7 +9,7 @@ is no storage driver), and deletes the volumes their claims released.
 
 Everything listens on 127.0.0.1 or the bridge address. `stop` deletes every pod and waits
 for its sandbox to be torn down (CNI DEL), stops each daemon by its own PID, removes
-kube-proxy's rules (`kube-proxy --cleanup`), the cgroups and /var/log/containers links the
+kube-proxy's and kube-router's rules (`--cleanup`), the cgroups and /var/log/containers links the
 kubelet made, then undoes the network (bridge, route, nftables table, sysctls)."""
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def missing_requirements() -> list[str]:
             "podman",
             "nft",
             "iptables",
+            "ipset",
             "ip",
         )
         if shutil.which(tool) is None
@@ -135,6 +137,18 @@ class RealNode:
         )
         self._start_kube_proxy()
         self._wait(60, "kube-proxy to program the kubernetes Service", self._proxy_ready)
+        # NetworkPolicy: kube-router's firewall only (no routing, no service proxy, no port).
+        self._start_daemon(
+            "kube-router",
+            f"--kubeconfig={self.cluster.admin_kubeconfig}",
+            f"--hostname-override={self.name}",
+            "--run-firewall=true",
+            "--run-router=false",
+            "--run-service-proxy=false",
+            "--health-port=0",
+            "--metrics-port=0",
+            "--iptables-sync-period=5s",
+        )
         self._provisioner = threading.Thread(target=self._provision_loop, daemon=True)
         self._provisioner.start()
 
@@ -383,6 +397,12 @@ state = "{self.run_dir / "containerd-state"}"
         while self._daemons:
             self._daemons.pop().stop()
         self._remove_leftover_containers()
+        if (self.bin_dir / "kube-router").exists():
+            subprocess.run(
+                [str(self.bin_dir / "kube-router"), "--cleanup-config"],
+                capture_output=True,
+                check=False,
+            )
         if (self.bin_dir / "kube-proxy").exists():
             subprocess.run(
                 [str(self.bin_dir / "kube-proxy"), "--cleanup"], capture_output=True, check=False
