@@ -123,6 +123,8 @@ class NodeNetwork:
         _run("ip", "route", "add", self.service_cidr, "dev", self.bridge)
         subprocess.run(["nft", "-f", "-"], input=NFT_RULES, text=True, check=True)
         _sysctl_path("net.ipv4.ip_forward").write_text("1")  # pod -> ClusterIP -> pod
+        # Pod -> pod on the bridge through iptables: kube-router's NetworkPolicy rules see it.
+        _sysctl_path("net.bridge.bridge-nf-call-iptables").write_text("1")
 
     def teardown(self) -> list[str]:
         """Undoes `setup` and whatever the node changed; returns what was restored."""
@@ -131,6 +133,9 @@ class NodeNetwork:
         _run("ip", "route", "del", self.service_cidr, "dev", self.bridge, check=False)
         _run("ip", "link", "del", self.bridge, check=False)
         remove_kube_iptables()
+        for ipset in _run("ipset", "list", "-n", check=False).stdout.split():
+            if ipset.startswith("KUBE-"):  # kube-router's
+                _run("ipset", "destroy", ipset, check=False)
         if self.state_file.exists():
             state = json.loads(self.state_file.read_text())
             for table in set(nft_tables()) - set(state["nft_tables"]):
