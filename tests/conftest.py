@@ -87,7 +87,7 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     """Its own control plane (on the test bridge's gateway address) and a real node:
-    containerd, kubelet, kube-scheduler, kube-proxy, with the project's three images (built
+    containerd, kubelet, kube-scheduler, kube-proxy, kube-router, with the three images (built
     by scripts/images.sh when their inputs changed) copied into containerd. Started once;
     every change to the machine is undone at the end (tests/support/real_node.py)."""
     if shutil.which("go") is None:
@@ -101,8 +101,8 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     images = project_images()
     root = tmp_path_factory.mktemp("real-node")
     network = NodeNetwork()
-    network.setup()
     try:
+        network.setup()
         with ControlPlane(
             bin_dir,
             root / "control-plane",

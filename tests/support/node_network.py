@@ -7,13 +7,15 @@ and `teardown` puts every value back; a run killed in between is undone by the n
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 BRIDGE = "wa-test0"
 POD_CIDR = "10.203.0.0/24"
@@ -108,11 +110,14 @@ class NodeNetwork:
     pod_cidr: str = POD_CIDR
     service_cidr: str = SERVICE_CIDR
     state_file: Path = STATE_FILE
+    _lock: IO[str] | None = field(default=None, repr=False)
 
     def setup(self) -> None:
-        if self.state_file.exists():  # a run that was killed before its teardown
-            self.teardown()
+        """Waits for another run's node to be torn down first (one bridge, one node)."""
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = self.state_file.with_suffix(".lock").open("w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self._undo()  # whatever a run killed before its teardown left
         state = {"sysctls": read_sysctls(), "nft_tables": nft_tables()}
         self.state_file.write_text(json.dumps(state))
         prefix = self.pod_cidr.split("/")[1]
@@ -128,6 +133,13 @@ class NodeNetwork:
 
     def teardown(self) -> list[str]:
         """Undoes `setup` and whatever the node changed; returns what was restored."""
+        restored = self._undo()
+        if self._lock is not None:
+            self._lock.close()  # releases the flock
+            self._lock = None
+        return restored
+
+    def _undo(self) -> list[str]:
         restored: list[str] = []
         _run("nft", "delete", "table", "inet", NFT_TABLE, check=False)
         _run("ip", "route", "del", self.service_cidr, "dev", self.bridge, check=False)
@@ -155,5 +167,11 @@ class NodeNetwork:
 if __name__ == "__main__":
     if sys.argv[1:] != ["--teardown"]:
         raise SystemExit("usage: python3 -m tests.support.node_network --teardown")
-    for line in NodeNetwork().teardown():
+    network = NodeNetwork()
+    network._lock = STATE_FILE.with_suffix(".lock").open("w")
+    try:
+        fcntl.flock(network._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise SystemExit("a test run's node is up: it tears its network down itself") from None
+    for line in network.teardown():
         print("restored", line)
