@@ -32,7 +32,11 @@ base_id=$("$ENGINE" image inspect --format '{{.Id}}' "$BASE")
 inputs() { # NAME -> the files its Dockerfile copies, plus itself
   local files=(".dockerignore" "docker/$1.Dockerfile" pyproject.toml session_pod operator router)
   [[ $1 == session-pod ]] && files+=(package-lock.json docker/wajs_bundle.py)
-  git ls-files -co --exclude-standard -- "${files[@]}" | grep -v -e '__pycache__' -e '\.pyc$' | sort
+  if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -co --exclude-standard -- "${files[@]}"
+  else # a source tree without git: the same files, less the caches .dockerignore drops
+    find "${files[@]}" -type f
+  fi | grep -v -e '__pycache__' -e '\.pyc$' -e '\.egg-info/' | sort
 }
 
 content_hash() { # NAME -> sha256 of its inputs' names and contents and of the base image

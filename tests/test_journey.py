@@ -35,7 +35,9 @@ from tests.support.router import RouterClient
 from tests.support.s3 import SeaweedS3
 from tests.support.session_pods import Double, new_phone
 
-pytestmark = pytest.mark.slow
+# The first test to use the real node also waits for it to start and for the images to be
+# copied into containerd (about 2 minutes on a fresh machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 WEBHOOK_SECRET = "journey-webhook-secret"
 SESSION_SECRET = "wa-session"

@@ -11,7 +11,9 @@ import pytest
 
 from tests.support.real_node import RealNode
 
-pytestmark = pytest.mark.slow
+# The first test to use the real node also waits for it to start and for the images to be
+# copied into containerd (about 2 minutes on a fresh machine).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_every_daemon_listens_on_loopback_or_the_test_bridge_only(real_node: RealNode) -> None:
