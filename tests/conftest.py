@@ -11,6 +11,7 @@ import pytest
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.node_images import project_images
+from tests.support.node_leftovers import node_lock, stop_leftovers
 from tests.support.node_network import GATEWAY, SERVICE_CIDR, NodeNetwork
 from tests.support.processes import REPO
 from tests.support.real_node import (
@@ -101,6 +102,14 @@ def real_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     images = project_images()
     root = tmp_path_factory.mktemp("real-node")
     network = NodeNetwork()
+    with node_lock():  # one node per machine; a killed run's leftovers go first
+        stop_leftovers()
+        yield from _real_node(bin_dir, node_bin, images, root, network)
+
+
+def _real_node(
+    bin_dir: Path, node_bin: Path, images: dict[str, str], root: Path, network: NodeNetwork
+) -> Iterator[RealNode]:
     try:
         network.setup()
         with ControlPlane(

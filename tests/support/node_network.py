@@ -3,19 +3,16 @@ a route that keeps the Service range on that bridge, an nftables table that stop
 from the bridge reaching another interface (pods have no way out of the machine), and the
 sysctls the node needs or changes. `setup` records what it will change in a state file first,
 and `teardown` puts every value back; a run killed in between is undone by the next `setup`
-(or by `python3 -m tests.support.node_network --teardown`)."""
+(or by hand: `python3 -m tests.support.node_leftovers`)."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shlex
 import subprocess
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 BRIDGE = "wa-test0"
 POD_CIDR = "10.203.0.0/24"
@@ -110,13 +107,10 @@ class NodeNetwork:
     pod_cidr: str = POD_CIDR
     service_cidr: str = SERVICE_CIDR
     state_file: Path = STATE_FILE
-    _lock: IO[str] | None = field(default=None, repr=False)
 
     def setup(self) -> None:
-        """Waits for another run's node to be torn down first (one bridge, one node)."""
+        """Call under node_leftovers.node_lock: one bridge, one node per machine."""
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = self.state_file.with_suffix(".lock").open("w")
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
         self._undo()  # whatever a run killed before its teardown left
         state = {"sysctls": read_sysctls(), "nft_tables": nft_tables()}
         self.state_file.write_text(json.dumps(state))
@@ -133,11 +127,7 @@ class NodeNetwork:
 
     def teardown(self) -> list[str]:
         """Undoes `setup` and whatever the node changed; returns what was restored."""
-        restored = self._undo()
-        if self._lock is not None:
-            self._lock.close()  # releases the flock
-            self._lock = None
-        return restored
+        return self._undo()
 
     def _undo(self) -> list[str]:
         restored: list[str] = []
@@ -162,16 +152,3 @@ class NodeNetwork:
                     restored.append(f"{name}={value} (was {now.get(name)})")
             self.state_file.unlink()
         return restored
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["--teardown"]:
-        raise SystemExit("usage: python3 -m tests.support.node_network --teardown")
-    network = NodeNetwork()
-    network._lock = STATE_FILE.with_suffix(".lock").open("w")
-    try:
-        fcntl.flock(network._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise SystemExit("a test run's node is up: it tears its network down itself") from None
-    for line in network.teardown():
-        print("restored", line)

@@ -14,7 +14,6 @@ kubelet made, then undoes the network (bridge, route, nftables table, sysctls)."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -29,6 +28,12 @@ import requests
 
 from tests.support.control_plane import ControlPlane, _Process
 from tests.support.node_images import Containerd, pause_image
+from tests.support.node_leftovers import (
+    forget_run,
+    record_process,
+    record_run,
+    remove_kubelet_traces,
+)
 from tests.support.node_network import NodeNetwork
 from tests.support.processes import REPO, free_port
 
@@ -36,7 +41,6 @@ NODE_BINARIES_SCRIPT = REPO / "scripts" / "node_binaries.sh"
 CACHE = Path(os.environ.get("WA_TOOLS_CACHE", Path.home() / ".cache/whatsapp-sessions"))
 # containerd's content store outlives a run so that imported images stay imported.
 CONTAINERD_ROOT = CACHE / "containerd"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 VOLUME_OWNER = 10001  # the uid and gid the images run as
 EXTRA_CONTROLLERS = (
     "node-lifecycle-controller",  # lifts the not-ready taint once the kubelet is Ready
@@ -124,6 +128,10 @@ class RealNode:
     def start(self, images: tuple[str, ...] = ()) -> None:
         for directory in (self.run_dir, self.kubelet_root, self.volumes, CONTAINERD_ROOT):
             directory.mkdir(parents=True, exist_ok=True)
+        # A run killed from here on is cleaned up by the next (node_leftovers.stop_leftovers).
+        record_run(self.root, self.containerd_socket)
+        for process in self.cluster._processes:
+            record_process(process.process.pid, process.process.args[0])
         self._start_containerd()
         for reference in (pause_image(self.bin_dir / "pause"), *images):
             self.import_seconds[reference] = self.containerd.import_from_podman(reference)
@@ -304,7 +312,9 @@ state = "{self.run_dir / "containerd-state"}"
         self._start_process([str(self.bin_dir / binary), *args], binary)
 
     def _start_process(self, args: list[str], name: str) -> None:
-        self._daemons.append(_Process(args, self.root / f"{name}.log"))
+        daemon = _Process(args, self.root / f"{name}.log")
+        self._daemons.append(daemon)
+        record_process(daemon.process.pid, args[0])
 
     def _node_ready(self) -> bool:
         result = self.cluster.kubectl("get", "node", self.name, "-o", "json", check=False)
@@ -407,8 +417,9 @@ state = "{self.run_dir / "containerd-state"}"
             subprocess.run(
                 [str(self.bin_dir / "kube-proxy"), "--cleanup"], capture_output=True, check=False
             )
-        self._remove_kubelet_traces()
+        remove_kubelet_traces(self.root)
         self.network.teardown()
+        forget_run()
 
     def _delete_all_pods(self, timeout: float = 90) -> None:
         """Every pod deleted through the API, so the kubelet stops each sandbox (CNI DEL); their
@@ -464,19 +475,3 @@ state = "{self.run_dir / "containerd-state"}"
             # A sandbox removed without CNI DEL: its namespace mount is ours to drop.
             subprocess.run(["umount", str(netns)], capture_output=True, check=False)
             netns.unlink(missing_ok=True)
-
-    def _remove_kubelet_traces(self) -> None:
-        mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
-        for mount in sorted((m for m in mounts if m.startswith(f"{self.root}/")), reverse=True):
-            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
-        for link in Path("/var/log/containers").glob("*.log"):
-            if link.is_symlink() and str(os.readlink(link)).startswith(str(self.root)):
-                link.unlink()
-        for controller in CGROUP_ROOT.iterdir():
-            kubepods = controller / "kubepods"
-            if kubepods.is_dir():
-                # Deepest first: a cgroup directory can only be removed once it has no children.
-                children = [p for p in kubepods.rglob("*") if p.is_dir()]
-                for directory in [*sorted(children, key=lambda p: -len(p.parts)), kubepods]:
-                    with contextlib.suppress(OSError):
-                        directory.rmdir()
