@@ -125,7 +125,8 @@ class RealNode:
 
     # ---- start
 
-    def start(self, images: tuple[str, ...] = ()) -> None:
+    def start(self) -> None:
+        """The node, with the pause image; `import_images` adds the project's."""
         for directory in (self.run_dir, self.kubelet_root, self.volumes, CONTAINERD_ROOT):
             directory.mkdir(parents=True, exist_ok=True)
         # A run killed from here on is cleaned up by the next (node_leftovers.stop_leftovers).
@@ -133,8 +134,7 @@ class RealNode:
         for process in self.cluster._processes:
             record_process(process.process.pid, process.process.args[0])
         self._start_containerd()
-        for reference in (pause_image(self.bin_dir / "pause"), *images):
-            self.import_seconds[reference] = self.containerd.import_from_podman(reference)
+        self.import_images(pause_image(self.bin_dir / "pause"))
         self._start_kubelet()
         self._wait(90, "the node to be Ready and untainted", self._node_ready)
         self._start_daemon(
