@@ -46,7 +46,10 @@ def _free_port_pairs(count: int, host: str = "127.0.0.1") -> list[int]:
     """`count` ports p with p and p + 10000 both free on `host`."""
     ports: list[int] = []
     while len(ports) < count:
-        port = random.randrange(20000, 55000)
+        # Below Linux's ephemeral range (32768-60999), grpc ports included: a connection's
+        # local port there (kubelet probes, kube-proxy's masquerade on the test bridge) can
+        # take the port between this check and weed's own.
+        port = random.randrange(20000, 32768 - _GRPC_OFFSET)
         taken = {p + d for p in ports for d in (0, _GRPC_OFFSET)}
         if {port, port + _GRPC_OFFSET} & taken:
             continue
