@@ -6,13 +6,13 @@ import json
 
 from aiohttp import web
 
-from .delivery import STATUSES, IdempotencyConflict, IdempotencyMismatch, Outbox
+from .delivery import STATUSES, IdempotencyMismatch, Outbox
 from .driver import DriverError
 from .logs import get_logger
-from .messenger import Messenger
+from .messenger import Messenger, OutcomePending, SendOutcomeUnknown
 from .metrics import Metrics
 from .qr import qr_png
-from .session import NotReady, Session, UnknownNumber, phone_of
+from .session import NotReady, NumberUnchecked, Session, UnknownNumber, phone_of
 from .states import SessionState
 from .validation import (
     ApiError,
@@ -53,6 +53,12 @@ def failed(message: str, exc: Exception) -> ApiError:
     return ApiError(500, message, error=str(exc))
 
 
+def retry_later(status: int, message: str) -> ApiError:
+    error = ApiError(status, message)
+    error.headers["Retry-After"] = "5"
+    return error
+
+
 async def login(request: web.Request) -> web.Response:
     session = request.app[SESSION]
     location = location_identifier(await json_object(request), session.settings.location_id)
@@ -82,9 +88,25 @@ async def send_message(request: web.Request) -> web.Response:
     key = idempotency_key(body, request.headers)
     try:
         answer, replayed = await request.app[MESSENGER].send(chat_id, text, key)
-    except IdempotencyConflict:
-        raise ApiError(
-            409, "A request with this idempotency key is in progress or was interrupted"
+    except OutcomePending:
+        raise retry_later(
+            409,
+            "The message sent with this idempotency key is being checked in WhatsApp, "
+            "retry later with the same key",
+        ) from None
+    except SendOutcomeUnknown as exc:
+        if key is None:
+            raise failed("Error sending message", exc) from exc
+        raise retry_later(
+            503,
+            "WhatsApp Web stopped answering during the send; it is being checked, "
+            "retry with the same idempotency key",
+        ) from exc
+    except NumberUnchecked:
+        raise retry_later(
+            503,
+            f"Could not check whether the number {phone_of(chat_id)} is on WhatsApp, "
+            "try again later",
         ) from None
     except IdempotencyMismatch:
         raise ApiError(422, "This idempotency key was used for a different message") from None
@@ -98,7 +120,7 @@ async def send_message(request: web.Request) -> web.Response:
     except DriverError as exc:
         raise failed("Error sending message", exc) from exc
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return web.json_response(answer, headers=headers)
+    return web.json_response(answer, status=200 if answer["success"] else 500, headers=headers)
 
 
 async def chats(request: web.Request) -> web.Response:

@@ -121,10 +121,18 @@ class BackupSchedule:
         return deleted
 
     async def _back_up_while_ready(self, sync_finished: SyncFinished) -> None:
-        # wa-js has no event for the end of the history sync: poll its progress.
-        while not await sync_finished():  # noqa: ASYNC110
+        # wa-js has no event for the end of the history sync: poll its progress, for at most
+        # SYNC_MAX_WAIT_SECONDS (its progress can stay null, and "in progress" then never
+        # ends: wa-js issue #2734).
+        deadline = asyncio.get_running_loop().time() + self._settings.sync_max_wait
+        trigger = "initial sync finished"
+        while not await sync_finished():
+            if asyncio.get_running_loop().time() >= deadline:
+                trigger = "initial sync did not report its end"
+                log.warning("history sync never reported its end; backing up anyway")
+                break
             await asyncio.sleep(self._settings.sync_poll_interval)
-        await self.backup("initial sync finished")
+        await self.backup(trigger)
         while True:
             await asyncio.sleep(self._settings.storage.interval_seconds)
             await self.backup("periodic")

@@ -127,6 +127,9 @@ class WhatsAppWebDriver:
             headless=True,
             args=CHROMIUM_ARGS,
             user_agent=user_agent,
+            # As wa-js's tools and WPPConnect do: WhatsApp Web's service worker serves a cached
+            # app and holds caches we never back up.
+            service_workers="block",
         )
         self._context = context
         context.on("close", lambda _: self._report_dead("browser closed"))
@@ -160,6 +163,18 @@ class WhatsAppWebDriver:
         """Runs one bridge command; operations of the session run one at a time."""
         async with self._lock:
             return await self._evaluate(command, args, self._settings.call_timeout)
+
+    async def reload_qr(self) -> None:
+        """Clicks the QR's reload button: current WhatsApp Web has no Cmd.refreshQR (wa-js
+        conn.refreshQR fails), and WPPConnect gets a new code the same way."""
+        async with self._lock:
+            page = self._page
+            if page is None:
+                raise DriverError("the browser is not running")
+            try:
+                await page.click(self._settings.qr_reload_selector, timeout=5000)
+            except PlaywrightError as exc:
+                raise DriverError(_first_line(exc.message)) from None
 
     async def ping(self) -> bool:
         """Does the page still answer within the health timeout? Not queued behind commands."""
