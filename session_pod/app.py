@@ -40,7 +40,14 @@ def create_app(settings: Settings) -> web.Application:
         except OutboxError as exc:
             session.fail(f"delivery database unusable: {exc}")
 
-    session = Session(settings, bus, metrics, BackupSchedule(settings, bus), on_message)
+    session = Session(
+        settings,
+        bus,
+        metrics,
+        BackupSchedule(settings, bus),
+        on_message,
+        lambda wa_id, ack, chat: messenger.on_ack(wa_id, ack, chat),
+    )
     messenger = Messenger(
         session,
         MessageLedger(db),

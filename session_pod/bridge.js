@@ -82,13 +82,19 @@
     ping: () => true,
     snapshot,
     // queryWidExists answers null both for "not on WhatsApp" and for any server error
-    // (src/contact/functions/queryWidExists.ts L86-103): null only counts as "not
-    // registered" while the page is online in MAIN.
+    // (src/contact/functions/queryWidExists.ts L86-103): a null is asked again of WhatsApp's
+    // own function (src/whatsapp/functions/sendQueryExists.ts), which throws on errors.
     checkNumber: async (/** @type {string} */ chatId) => {
       const found = await WPP.contact.queryWidExists(chatId);
       if (found) return { wid: wid(found.wid) };
-      const online = WPP.conn.isOnline() && WPP.conn.getStreamData().mode === 'MAIN';
-      return online ? null : { unchecked: true };
+      try {
+        const again = await WPP.whatsapp.functions.queryWidExists(
+          WPP.whatsapp.WidFactory.createWid(chatId),
+        );
+        return again ? { wid: wid(again.wid) } : null;
+      } catch (e) {
+        return { unchecked: true, error: String(e instanceof Error ? e.message : e) };
+      }
     },
     // The id is chosen before the send (SendMessageOptions.messageId, applied in
     // src/chat/functions/prepareRawMessage.ts L120-146): its remote must be the chat that

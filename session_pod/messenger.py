@@ -17,6 +17,7 @@ the chats that changed (the inbox records each once) and the acks of open messag
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Any
 
@@ -43,9 +44,9 @@ class OutcomePending(RuntimeError):
     """A keyed send's earlier outcome cannot be checked yet (the session is not ready)."""
 
 
-def failure(result: str) -> dict[str, Any]:
+def failure(result: str, message_id: str) -> dict[str, Any]:
     """The seed's error answer for a send WhatsApp refused (`result` is its send result)."""
-    return {"success": False, "message": "Error sending message", "error": result}
+    return {"success": False, "message": "Error sending message", "error": result, "id": message_id}
 
 
 class Messenger:
@@ -68,6 +69,7 @@ class Messenger:
         )
         self._db = ledger.db
         self._sending = KeyedLocks()  # one send or resolution of a message at a time
+        self._acks_in_order = asyncio.Lock()  # FIFO: acks are recorded as they came
         self._tasks = tasks
 
     # sending --------------------------------------------------------------------------
@@ -137,7 +139,7 @@ class Messenger:
         `result` None: WhatsApp Web holds the message in its queue (offline)."""
         if result not in (None, "OK"):
             log.warning("WhatsApp refused the message", message_id=wa_id, result=result)
-            answer = failure(result)
+            answer = failure(result, record.id)
         else:
             archived = await self.session.archive(record.chat or record.receiver)
             answer = self._success(record, ack, archived, queued=result is None)
@@ -206,7 +208,7 @@ class Messenger:
     async def _conclude_known(self, record: MessageRecord) -> dict[str, Any]:
         """The answer for a message whose outcome is known, stored for its key if it had none."""
         if record.status == "failed":
-            answer = failure("FAILED")
+            answer = failure("FAILED", record.id)
         else:
             answer = self._success(record, record.ack, False, queued=False)
 
@@ -260,10 +262,21 @@ class Messenger:
         await self.resolve_unfinished()
         await self.catch_up()
 
+    def on_ack(self, wa_id: str, ack: int, chat: str | None) -> None:
+        """An ack from the page: into the ledger (through the watchdog), then the
+        `message_ack` event under the id /send_message answered with, whichever way WhatsApp
+        named the chat in the receipt; in the order the page reported them."""
+        self._tasks.spawn("ack", self._record_ack(wa_id, ack, chat))
+
+    async def _record_ack(self, wa_id: str, ack: int, chat: str | None) -> None:
+        async with self._acks_in_order:
+            record = await self.watchdog.on_ack(wa_id, ack)
+        data: dict[str, Any] = {"id": record.id if record else wa_id, "ack": ack, "chat": chat}
+        if record is not None and record.id != wa_id:
+            data["whatsapp_id"] = wa_id
+        self.session.bus.publish("message_ack", data)
+
     def on_event(self, event: SessionEvent) -> None:
-        """Bus listener: acks go to the ledger (through the watchdog); a ready session
-        resolves and catches up."""
-        if event.type == "message_ack":
-            self._tasks.spawn("ack", self.watchdog.on_ack(event.data["id"], event.data["ack"]))
-        elif event.type == "state" and event.data.get("state") == str(SessionState.READY):
+        """Bus listener: a ready session resolves unfinished sends and catches up."""
+        if event.type == "state" and event.data.get("state") == str(SessionState.READY):
             self._tasks.spawn_single("after-ready", self.after_ready)

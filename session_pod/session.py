@@ -85,10 +85,13 @@ class Session:
         metrics: Metrics,
         backups: BackupSchedule,
         on_message: Callable[[dict[str, Any]], object],
+        on_ack: Callable[[str, int, str | None], object],
     ) -> None:
-        """`on_message` gets every message the page reports (the inbox keeps the customers')."""
+        """`on_message` gets every message the page reports (the inbox keeps the customers'),
+        `on_ack(message id, ack, chat)` every ack of every message."""
         self.settings = settings
         self._on_message = on_message
+        self._on_ack = on_ack
         self.bus = bus
         self.metrics = metrics
         self.backups = backups
@@ -314,10 +317,7 @@ class Session:
             self._on_message(data)
         elif kind == "chat.msg_ack_change":
             for message_id in data.get("ids", []):
-                self.bus.publish(
-                    "message_ack",
-                    {"id": message_id, "ack": data.get("ack"), "chat": data.get("chat")},
-                )
+                self._on_ack(message_id, data.get("ack"), data.get("chat"))
         if message.snapshot is not None and kind != "conn.logout":
             self._apply(message.snapshot)
 

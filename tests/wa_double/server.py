@@ -199,11 +199,19 @@ class Connection:
         self.qr_task: asyncio.Task[None] | None = None
         self.rotations_left = 0
         self.stored: asyncio.Future[None] | None = None
+        self.keep_alive = False  # WPP.conn.setKeepAlive(true) was called in the page
 
     async def send(self, payload: Json) -> None:
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError):
                 await self.ws.send_json(payload)
+
+
+def _event(is_set: bool) -> asyncio.Event:
+    event = asyncio.Event()
+    if is_set:
+        event.set()
+    return event
 
 
 @dataclass
@@ -223,8 +231,8 @@ class Phone:
     fail_queries: int = 0
     fault: str | None = None
     sync_progress: int | None = 100
-    keep_alive: bool = False
     offline_until: float = 0.0
+    sends_released: asyncio.Event = field(default_factory=lambda: _event(is_set=True))
 
     @property
     def wid(self) -> str:
@@ -318,6 +326,7 @@ class Double:
             web.post(f"{phone}/acks", self._auto_acks),
             web.post(f"{phone}/fail_sends", self._fail_sends),
             web.post(f"{phone}/fail_queries", self._fail_queries),
+            web.post(f"{phone}/hold_sends", self._hold_sends),
             web.post(f"{phone}/fault", self._set_fault),
             web.post(f"{phone}/sync", self._set_sync),
             web.post(f"{phone}/drop", self._drop),
@@ -376,15 +385,16 @@ class Double:
     async def _on_page_message(self, connection: Connection, message: Json) -> None:
         kind = message.get("type")
         if kind == "hello":
+            connection.keep_alive = bool(message.get("keepAlive"))
             await self._hello(connection, message.get("token"))
         elif kind == "stored" and connection.stored and not connection.stored.done():
             connection.stored.set_result(None)
-        elif kind == "request":
-            await self._answer(connection, message)
+        elif kind == "request":  # answered concurrently, as WhatsApp's servers do
+            self._spawn(self._answer(connection, message))
         elif kind == "took" and connection.phone:
             connection.phone.held.pop(str(message.get("id")), None)
-        elif kind == "keep_alive" and connection.phone:
-            connection.phone.keep_alive = bool(message.get("enable"))
+        elif kind == "keep_alive":
+            connection.keep_alive = bool(message.get("enable"))
 
     async def _hello(self, connection: Connection, token: str | None) -> None:
         phone = next((p for p in self._phones.values() if token and p.token == token), None)
@@ -566,6 +576,7 @@ class Double:
         with a send result: wa-js resolves `sendMsgResult`, it does not throw."""
         phone = self._linked(connection)
         chat = self._find_chat(phone, str(params["chatId"]))
+        await phone.sends_released.wait()  # the server may be slow to take it
         if phone.fail_sends > 0:
             phone.fail_sends -= 1
             return {"messageSendResult": "ERROR_NETWORK", "ack": -1, "t": int(time.time())}
@@ -778,7 +789,7 @@ class Double:
             {
                 "linked": phone.token is not None,
                 "online": phone.connection is not None,
-                "keep_alive": phone.keep_alive,
+                "keep_alive": bool(phone.connection and phone.connection.keep_alive),
                 "held": list(phone.held),
                 "pushname": self._users.get(phone.number),
                 "messages": [message.control() for message in phone.messages],
@@ -877,6 +888,15 @@ class Double:
         phone = self._phone(request)
         phone.fail_sends = _required(await _body(request), "count", int)
         return web.json_response({"fail_sends": phone.fail_sends})
+
+    async def _hold_sends(self, request: web.Request) -> web.Response:
+        """`hold: true`: the server takes no message (the page's send waits) until released."""
+        phone = self._phone(request)
+        if _required(await _body(request), "hold", bool):
+            phone.sends_released.clear()
+        else:
+            phone.sends_released.set()
+        return web.json_response({"hold": not phone.sends_released.is_set()})
 
     async def _fail_queries(self, request: web.Request) -> web.Response:
         """The next `count` number checks fail on WhatsApp's side (wa-js answers null)."""

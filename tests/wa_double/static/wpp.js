@@ -325,7 +325,7 @@
     const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
     socket = ws;
     ws.onopen = () => {
-      send({ type: 'hello', wid: state.widMd, token: state.token });
+      send({ type: 'hello', wid: state.widMd, token: state.token, keepAlive: state.keepAlive });
       for (const queued of waitingForSocket.splice(0)) queued();
     };
     ws.onmessage = (event) => {
@@ -530,6 +530,17 @@
         } catch {
           return null;
         }
+      },
+    },
+  };
+  // WhatsApp's own modules as wa-js exposes them (WPP.whatsapp): the native number query
+  // throws on a failed query where WPP.contact.queryWidExists answers null.
+  WPP.whatsapp = {
+    WidFactory: { createWid: (serialized) => wid(String(serialized)) },
+    functions: {
+      queryWidExists: async (contact) => {
+        const found = await request('query_wid', { id: idOf(contact) });
+        return found ? { wid: wid(found.wid), biz: found.biz } : null;
       },
     },
   };
