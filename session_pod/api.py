@@ -89,6 +89,7 @@ async def send_message(request: web.Request) -> web.Response:
     try:
         answer, replayed = await request.app[MESSENGER].send(chat_id, text, key)
     except OutcomePending:
+        await session.login()  # a stopped session must start again to check it
         raise retry_later(
             409,
             "The message sent with this idempotency key is being checked in WhatsApp, "

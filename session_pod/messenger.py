@@ -32,8 +32,8 @@ from .states import SessionState
 from .tasks import Supervised
 
 log = get_logger(__name__)
-CATCH_UP_CHATS = 50
-CATCH_UP_MESSAGES = 50
+CATCH_UP_CHATS = 50  # the chats that changed most recently
+CATCH_UP_FIRST_PAGE, CATCH_UP_MAX_MESSAGES = 50, 1600  # per chat, read back to its mark
 
 
 class SendOutcomeUnknown(RuntimeError):
@@ -130,10 +130,10 @@ class Messenger:
             log.warning("send outcome unknown", message_id=wa_id, error=str(exc))
             self.session.metrics.send_outcomes.labels("unknown").inc()
             raise SendOutcomeUnknown(str(exc)) from exc
-        return await self._conclude(record, wa_id, sent.result, sent.ack)
+        return await self._conclude(record, wa_id, sent.result, sent.ack, text)
 
     async def _conclude(
-        self, record: MessageRecord, wa_id: str, result: str | None, ack: int | None
+        self, record: MessageRecord, wa_id: str, result: str | None, ack: int | None, text: str
     ) -> dict[str, Any]:
         """The attempt's outcome, the key's answer and the ledger in one transaction.
         `result` None: WhatsApp Web holds the message in its queue (offline)."""
@@ -142,7 +142,7 @@ class Messenger:
             answer = failure(result, record.id)
         else:
             archived = await self.session.archive(record.chat or record.receiver)
-            answer = self._success(record, ack, archived, queued=result is None)
+            answer = self._success(record, text, ack, archived, queued=result is None)
 
         def finish(c: Any) -> None:
             if result is None:
@@ -159,11 +159,11 @@ class Messenger:
         return answer
 
     def _success(
-        self, record: MessageRecord, ack: int | None, archived: bool, queued: bool
+        self, record: MessageRecord, text: str, ack: int | None, archived: bool, queued: bool
     ) -> dict[str, Any]:
         answer = {
             "success": True,
-            "message": record.body,
+            "message": text,
             "id": record.id,
             "ack": ack if ack is not None else 0,
             "chat_id": record.receiver,
@@ -198,19 +198,21 @@ class Messenger:
                 raise OutcomePending(str(exc)) from exc
             if found is not None:
                 log.info("unfinished send found in WhatsApp", message_id=wa_id)
-                return await self._conclude(record, wa_id, "OK", found.get("ack"))
+                return await self._conclude(
+                    record, wa_id, "OK", found.get("ack"), found.get("body") or ""
+                )
             if must_deliver:
                 log.info("unfinished send not in WhatsApp: sending it now", message_id=wa_id)
                 return await self._attempt(record, wa_id, record.body or "", record.chat or "")
             log.warning("unfinished send without a key not in WhatsApp", message_id=wa_id)
-            return await self._conclude(record, wa_id, "INTERRUPTED", None)
+            return await self._conclude(record, wa_id, "INTERRUPTED", None, record.body or "")
 
     async def _conclude_known(self, record: MessageRecord) -> dict[str, Any]:
         """The answer for a message whose outcome is known, stored for its key if it had none."""
         if record.status == "failed":
             answer = failure("FAILED", record.id)
         else:
-            answer = self._success(record, record.ack, False, queued=False)
+            answer = self._success(record, record.body or "", record.ack, False, queued=False)
 
         def store(c: Any) -> None:
             key = self.idempotency.message_of(c, record.id)
@@ -237,13 +239,14 @@ class Messenger:
 
     async def catch_up(self) -> tuple[int, int]:
         """(customer messages queued, acks recorded) that the events did not bring."""
-        since = await self.inbox.since()
+        since = int(await self.inbox.since())  # WhatsApp's times are whole seconds
         marks = await self.inbox.high_waters()
         found: list[dict[str, Any]] = []
         for chat in await self.session.recent_chats(CATCH_UP_CHATS):
-            if chat["t"] < since or chat["t"] < marks.get(chat["id"], 0):
+            mark = max(since, marks.get(chat["id"], 0))
+            if chat["t"] < mark:
                 continue
-            messages = await self.session.chat_messages(chat["id"], CATCH_UP_MESSAGES)
+            messages = await self._messages_since(chat["id"], mark)
             found += [m for m in messages if (m.get("timestamp") or 0) >= since]
         queued = await self.inbox.accept_all(found)
         acks = 0
@@ -256,6 +259,17 @@ class Messenger:
         if queued or acks:
             log.info("caught up after a start", messages=queued, acks=acks)
         return queued, acks
+
+    async def _messages_since(self, chat: str, mark: int) -> list[dict[str, Any]]:
+        """The chat's newest messages, read back until one older than `mark` (whole seconds)
+        or CATCH_UP_MAX_MESSAGES."""
+        count = CATCH_UP_FIRST_PAGE
+        while True:
+            messages = await self.session.chat_messages(chat, count)
+            oldest = min((m.get("timestamp") or 0 for m in messages), default=0)
+            if len(messages) < count or oldest < mark or count >= CATCH_UP_MAX_MESSAGES:
+                return messages
+            count *= 2
 
     async def after_ready(self) -> None:
         """What every (re)start owes: unfinished sends resolved, missed messages caught up."""
