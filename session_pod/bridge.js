@@ -8,7 +8,9 @@
   if (window.top !== window) return;
 
   // Message keys carry `_serialized` only where wa-js patched it in: toString() otherwise.
+  /** @param {any} w a Wid, a MsgKey, a string or nothing */
   const wid = (w) => (w == null ? null : String(w._serialized ?? w.toString()));
+  /** @param {unknown} e */
   const errorCode = (e) => (e && typeof e === 'object' && 'code' in e ? String(e.code) : '');
 
   /** @param {any} m a MsgModel (chat.new_message, getMessages and getMessageById give models) */
@@ -51,21 +53,20 @@
     };
   };
 
+  // Each handler's parameter is typed by wa-js's own event table (tsc checks the names and
+  // the payload fields: tests/test_bridge_types.py).
+  /** @satisfies {{ [K in keyof WaEventTypes]?: (payload: WaEventTypes[K]) => unknown }} */
   const EVENTS = {
     'conn.auth_code_change': () => null,
     'conn.qrcode_idle': () => null,
     'conn.authenticated': () => null,
     'conn.logout': () => null,
-    'conn.logout_reason': (/** @type {unknown} */ reason) => ({ reason: String(reason) }),
-    'conn.stream_mode_changed': (/** @type {unknown} */ mode) => ({ mode: String(mode) }),
+    'conn.logout_reason': (reason) => ({ reason: String(reason) }),
+    'conn.stream_mode_changed': (mode) => ({ mode: String(mode) }),
     'conn.main_ready': () => null,
-    'conn.online': (/** @type {boolean} */ online) => ({ online: Boolean(online) }),
-    'chat.new_message': message,
-    'chat.msg_ack_change': (/** @type {{ack: number, chat: any, ids: any[]}} */ e) => ({
-      ack: e.ack,
-      chat: wid(e.chat),
-      ids: e.ids.map(wid),
-    }),
+    'conn.online': (online) => ({ online: Boolean(online) }),
+    'chat.new_message': (m) => message(m),
+    'chat.msg_ack_change': (e) => ({ ack: e.ack, chat: wid(e.chat), ids: e.ids.map(wid) }),
   };
 
   const report = async (/** @type {string} */ type, /** @type {unknown} */ data) => {
@@ -116,7 +117,9 @@
       /** @type {number} */ waitMs,
     ) => {
       const sending = WPP.chat.sendTextMessage(chatId, text, { ...options, messageId, waitForAck: true });
-      const bound = new Promise((resolve) => setTimeout(() => resolve(null), waitMs));
+      const bound = /** @type {Promise<null>} */ (
+        new Promise((resolve) => setTimeout(() => resolve(null), waitMs))
+      );
       const sent = await Promise.race([sending, bound]);
       if (sent === null) return { id: messageId, ack: 0, result: null };
       return { id: wid(sent.id), ack: sent.ack, result: sent.sendMsgResult?.messageSendResult ?? null };
@@ -147,7 +150,7 @@
           id: wid(c.id),
           name: c.name || c.formattedTitle || c.id.user,
           isGroup: c.id.server === 'g.us',
-          messages: (await WPP.chat.getMessages(wid(c.id), { count: messagesPerChat })).map(message),
+          messages: (await WPP.chat.getMessages(c.id, { count: messagesPerChat })).map(message),
         })),
       );
     },
@@ -165,10 +168,14 @@
     logout: () => WPP.conn.logout(),
   };
 
+  /** @param {keyof typeof EVENTS} name */
+  const listen = (name) => {
+    const shape = /** @type {(payload: unknown) => unknown} */ (EVENTS[name]);
+    WPP.on(name, (payload) => report(name, shape(payload)));
+  };
+
   const attach = () => {
-    for (const [name, shape] of Object.entries(EVENTS)) {
-      WPP.on(name, (/** @type {any} */ arg) => report(name, shape(arg)));
-    }
+    for (const name of /** @type {(keyof typeof EVENTS)[]} */ (Object.keys(EVENTS))) listen(name);
     // As wa-js's tools and WPPConnect do: no service worker, and the connection kept alive.
     navigator.serviceWorker
       ?.getRegistrations()
