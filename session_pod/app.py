@@ -86,11 +86,16 @@ def create_app(settings: Settings) -> web.Application:
         bus.close()
 
     async def stop(_: web.Application) -> None:
-        await messenger.watchdog.stop()
-        await session.close()
-        await tasks.close()
-        await outbox.stop(drain_timeout=2)
-        db.close()
+        """Every step runs even when one before it fails (the final backup, say)."""
+        try:
+            await messenger.watchdog.stop()
+            await session.close()
+        finally:
+            try:
+                await tasks.close()
+                await outbox.stop(drain_timeout=2)
+            finally:
+                db.close()
 
     app.on_startup.append(start)
     app.on_shutdown.append(end_streams)

@@ -87,7 +87,8 @@ class BackupSchedule:
                 record = await self._manager.backup(
                     self._settings.profile_dir, self._settings.whatsapp_web_url
                 )
-            except (StoreError, SnapshotError) as exc:
+            except (StoreError, SnapshotError, OSError) as exc:
+                # Reported and left for the next trigger: the schedule goes on.
                 log.error("backup failed", trigger=trigger, error=str(exc))
                 self._bus.publish("backup_failed", {"trigger": trigger, "error": str(exc)})
                 return None

@@ -55,7 +55,11 @@ class EventBus:
         safe = {k: ("<redacted>" if k in SECRET_KEYS else v) for k, v in event.data.items()}
         log.info("event", event=type_, event_id=event.id, data=safe)
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                # One broken listener must not keep the event from the others and the streams.
+                log.exception("event listener failed", event=type_, event_id=event.id)
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait(event)

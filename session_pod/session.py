@@ -242,11 +242,22 @@ class Session:
     # the supervisor ----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        """Runs the browser for as long as the session lives. Whatever it did not expect
+        (a full disk while restoring, Playwright failing to stop) fails the session with the
+        reason, so liveness fails too: it never ends unobserved."""
         try:
-            await self.backups.restore()
+            await self._run_browser()
+        except asyncio.CancelledError:
+            raise
         except StoreError as exc:
             self.fail(f"backup storage error: {exc}")
-            return
+        except Exception as exc:
+            log.exception("session supervisor failed")
+            self.metrics.task_failures.labels("browser-supervisor").inc()
+            self.fail(f"unexpected error: {type(exc).__name__}: {exc}")
+
+    async def _run_browser(self) -> None:
+        await self.backups.restore()
         failures = 0
         while True:
             self._browser_dead.clear()
