@@ -18,6 +18,7 @@ the chats that changed (the inbox records each once) and the acks of open messag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from typing import Any
 
@@ -99,7 +100,9 @@ class Messenger:
             raise
         updated = await self._db.run(lambda c: self.ledger.add_attempt_in(c, record.id, wa_id))
         async with self._sending.hold(record.id):
-            await self._attempt(updated, wa_id, record.body or "", chat)
+            # An unknown outcome is recorded under its id: resolved after the relaunch.
+            with contextlib.suppress(SendOutcomeUnknown):
+                await self._attempt(updated, wa_id, record.body or "", chat)
         return wa_id
 
     async def _send_new(self, chat_id: str, text: str, key: str | None) -> dict[str, Any]:
@@ -201,7 +204,7 @@ class Messenger:
                 return await self._conclude(
                     record, wa_id, "OK", found.get("ack"), found.get("body") or ""
                 )
-            if must_deliver:
+            if must_deliver and record.body is not None:
                 log.info("unfinished send not in WhatsApp: sending it now", message_id=wa_id)
                 return await self._attempt(record, wa_id, record.body or "", record.chat or "")
             log.warning("unfinished send without a key not in WhatsApp", message_id=wa_id)

@@ -345,3 +345,40 @@ def test_chaos_a_customer_writes_while_the_pod_is_killed(
     )
     assert {e["event_id"] for e in delivered} == set(written)
     shutil.rmtree(data, ignore_errors=True)
+
+
+def test_a_crash_during_a_watchdog_resend_sends_that_resend_once(
+    start_pod: StartPod, double: Double, tmp_path: Path
+) -> None:
+    """The ack watchdog's resend takes the send path: its id is written before it goes out,
+    so a browser that hangs before the resend leaves resolves it after the relaunch."""
+    phone, customer = new_phone(), new_phone()
+    pod = start_pod(
+        "35",
+        tmp_path / "pod",
+        **FAST,
+        ACK_DEADLINE_SECONDS="2",
+        ACK_CHECK_INTERVAL_SECONDS="0.5",
+        ACK_MAX_ATTEMPTS="2",
+    )
+    pod.link(double, phone)
+    double.register(customer)
+    double.control("POST", f"/phones/{phone}/acks", {"auto": False})  # stuck at one tick
+    first = send_until_answered(pod, customer, "sin recibir", "k-resend")
+    double.control("POST", f"/phones/{phone}/fault", {"fault": "hang_before_send"})
+    record = wait_until(
+        lambda: (
+            (r := pod.get(f"/messages/{first['id']}").json())["attempts"] == 2
+            and len(r["message_ids"]) == 2
+            and r
+        ),
+        60,
+        "the watchdog's resend, resolved after the relaunch",
+    )
+    resend_id = record["message_ids"][1]
+    wait_until(lambda: deliveries(double, phone, resend_id) == 1, 30, "the resend in WhatsApp")
+    assert deliveries(double, phone, first["id"]) == 1
+    assert pod.events.wait_for("message_stuck", lambda d: d["action"] == "resent")
+    time.sleep(3)  # the deadline of the resend passes: given up, nothing more is sent
+    assert deliveries(double, phone, resend_id) == 1
+    assert [m["body"] for m in double.phone(phone)["messages"]].count("sin recibir") == 2

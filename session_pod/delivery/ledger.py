@@ -88,6 +88,12 @@ _COLUMNS = (
 )
 
 
+# An attempt whose outcome is unknown belongs to the resolver: neither resent nor given up.
+_CURRENT_ATTEMPT_KNOWN = (
+    "current_id NOT IN (SELECT wa_id FROM message_ids WHERE outcome = 'unknown')"
+)
+
+
 def key_id(wa_id: str) -> str:
     """The random part of a serialized message key `true_<remote>_<id>[_<participant>]`:
     the same whichever way WhatsApp addresses the chat."""
@@ -342,8 +348,7 @@ class MessageLedger:
             lambda c: _stalled(
                 c,
                 cutoff,
-                "attempts < ? AND body IS NOT NULL AND current_id NOT IN"
-                " (SELECT wa_id FROM message_ids WHERE outcome = 'unknown')",
+                f"attempts < ? AND body IS NOT NULL AND {_CURRENT_ATTEMPT_KNOWN}",
                 max_attempts,
             )
         )
@@ -356,7 +361,9 @@ class MessageLedger:
         cutoff = (time.time() if now is None else now) - deadline_seconds
 
         def work(c: sqlite3.Connection) -> list[MessageRecord]:
-            stalled = _stalled(c, cutoff, "attempts >= ?", max_attempts)
+            stalled = _stalled(
+                c, cutoff, f"attempts >= ? AND {_CURRENT_ATTEMPT_KNOWN}", max_attempts
+            )
             for record in stalled:
                 c.execute(
                     "UPDATE messages SET status = 'stuck', body = NULL WHERE id = ?", (record.id,)
