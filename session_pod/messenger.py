@@ -71,6 +71,7 @@ class Messenger:
         self._db = ledger.db
         self._sending = KeyedLocks()  # one send or resolution of a message at a time
         self._acks_in_order = asyncio.Lock()  # FIFO: acks are recorded as they came
+        self._ready_generation = 0  # counts READY transitions (a catch-up knows if it is stale)
         self._tasks = tasks
 
     # sending --------------------------------------------------------------------------
@@ -242,16 +243,22 @@ class Messenger:
 
     async def catch_up(self) -> tuple[int, int]:
         """(customer messages queued, acks recorded) that the events did not bring."""
+        generation = self._ready_generation
         since = int(await self.inbox.since())  # WhatsApp's times are whole seconds
         marks = await self.inbox.high_waters()
         found: list[dict[str, Any]] = []
+        read_to: dict[str, int] = {}
         for chat in await self.session.recent_chats(CATCH_UP_CHATS):
             mark = max(since, marks.get(chat["id"], 0))
             if chat["t"] < mark:
                 continue
             messages = await self._messages_since(chat["id"], mark)
             found += [m for m in messages if (m.get("timestamp") or 0) >= since]
+            read_to[chat["id"]] = max((m.get("timestamp") or 0 for m in messages), default=mark)
         queued = await self.inbox.accept_all(found)
+        await self.inbox.caught_up(read_to)
+        if generation == self._ready_generation and self.session.state == SessionState.READY:
+            self.inbox.follow_live(True)  # no gap until the session next leaves ready
         acks = 0
         for record in await self.ledger.open_messages():
             message = await self.session.find_message(record.current_id)
@@ -294,6 +301,12 @@ class Messenger:
         self.session.bus.publish("message_ack", data)
 
     def on_event(self, event: SessionEvent) -> None:
-        """Bus listener: a ready session resolves unfinished sends and catches up."""
-        if event.type == "state" and event.data.get("state") == str(SessionState.READY):
+        """Bus listener: a ready session resolves unfinished sends and catches up; one that
+        leaves `ready` may have lost what the page took, until the next catch-up."""
+        if event.type != "state":
+            return
+        if event.data.get("state") == str(SessionState.READY):
+            self._ready_generation += 1
             self._tasks.spawn_single("after-ready", self.after_ready)
+        else:
+            self.inbox.follow_live(False)

@@ -7,9 +7,13 @@ not in any event). Either way `accept` records its id and queues its `message` w
 under that id (the WhatsApp message id is the webhook's `event_id`) in ONE transaction, so
 a message is never queued twice and never recorded without its webhook.
 
-The high-water mark of each chat (the newest message time recorded) lets the catch-up skip
-the chats that did not change; `since` is when this volume first saw a ready session, so a
-fresh link does not replay the account's whole history to Rails.
+The high-water mark of each chat is a time up to which every message of the chat is known
+to be recorded: the catch-up reads each chat back to it, and skips the chats that did not
+change since. A catch-up that read a chat back to its mark moves the mark; messages the page
+reports move it only while no gap can exist (after a complete catch-up, until the session
+next leaves `ready`), so a message lost in a crash is never passed over by newer ones.
+`since` is when this volume first saw a ready session, so a fresh link does not replay the
+account's whole history to Rails.
 """
 
 from __future__ import annotations
@@ -75,13 +79,19 @@ class Inbox:
         self._db = Database.of(db, SCHEMA)
         self._outbox = outbox
         self._published = published
+        self._marks_follow_live = False  # True only between a complete catch-up and a crash
+
+    def follow_live(self, follow: bool) -> None:
+        """Whether messages reported by the page may move the high-water marks."""
+        self._marks_follow_live = follow
 
     def accept(self, message: dict[str, Any]) -> bool:
         """Records a customer message and queues its webhook; False when it was known (or is
         not a customer's). Synchronous: it runs in the page's event callback."""
         if not is_customer_message(message):
             return False
-        new = self._db.transact(lambda c: self._accept_in(c, message))
+        move = self._marks_follow_live
+        new = self._db.transact(lambda c: self._accept_in(c, message, move_mark=move))
         self._announce([message] if new else [])
         return new
 
@@ -90,9 +100,20 @@ class Inbox:
         wanted = sorted(
             (m for m in messages if is_customer_message(m)), key=lambda m: m.get("timestamp") or 0
         )
-        new = await self._db.run(lambda c: [m for m in wanted if self._accept_in(c, m)])
+        new = await self._db.run(
+            lambda c: [m for m in wanted if self._accept_in(c, m, move_mark=False)]
+        )
         self._announce(new)
         return len(new)
+
+    async def caught_up(self, marks: dict[str, int]) -> None:
+        """Moves the marks of chats the catch-up read back to their old mark."""
+
+        def work(c: sqlite3.Connection) -> None:
+            for chat, t in marks.items():
+                _move_mark(c, chat, t)
+
+        await self._db.run(work)
 
     async def since(self) -> float:
         """When this volume first had a ready session (set on the first call)."""
@@ -113,7 +134,7 @@ class Inbox:
         )
         return dict(rows)
 
-    def _accept_in(self, c: sqlite3.Connection, message: dict[str, Any]) -> bool:
+    def _accept_in(self, c: sqlite3.Connection, message: dict[str, Any], move_mark: bool) -> bool:
         chat = message.get("from") or ""
         t = int(message.get("timestamp") or 0)
         now = time.time()
@@ -125,11 +146,8 @@ class Inbox:
         ).rowcount
         if not inserted:
             return False
-        c.execute(
-            "INSERT INTO incoming_chats (chat, last_t) VALUES (?, ?)"
-            " ON CONFLICT (chat) DO UPDATE SET last_t = max(last_t, excluded.last_t)",
-            (chat, t),
-        )
+        if move_mark:
+            _move_mark(c, chat, t)
         self._outbox.enqueue_in(c, "message", message, event_id=message["id"])
         return True
 
@@ -138,3 +156,11 @@ class Inbox:
             self._outbox.notify()
         for message in messages:
             self._published(message)
+
+
+def _move_mark(c: sqlite3.Connection, chat: str, t: int) -> None:
+    c.execute(
+        "INSERT INTO incoming_chats (chat, last_t) VALUES (?, ?)"
+        " ON CONFLICT (chat) DO UPDATE SET last_t = max(last_t, excluded.last_t)",
+        (chat, t),
+    )
