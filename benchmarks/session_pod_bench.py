@@ -41,9 +41,8 @@ def pod_memory(pod: SessionPod) -> str:
     parts: dict[str, list[psutil.Process]] = {"python": [root], "driver": [], "chromium": []}
     for child in root.children(recursive=True):
         name = child.name()
-        parts["chromium" if "chrom" in name else "driver" if name == "node" else "python"].append(
-            child
-        )
+        part = "chromium" if "chrom" in name else "driver" if name.startswith("node") else "python"
+        parts[part].append(child)
     sizes = {part: pss_mb(processes) for part, processes in parts.items()}
     counts = {part: len(processes) for part, processes in parts.items()}
     detail = ", ".join(f"{part} {sizes[part]:.0f} MB ({counts[part]} proc)" for part in parts)
