@@ -63,14 +63,20 @@ def deliveries(double: Double, phone: str, message_id: str) -> int:
     return sum(m["deliveries"] for m in double.phone(phone)["messages"] if m["id"] == message_id)
 
 
-@pytest.fixture
-def linked(start_pod: StartPod, double: Double, tmp_path: Path) -> tuple[SessionPod, str, str]:
-    """A linked pod, its phone, and a registered customer."""
+def start_linked(
+    start_pod: StartPod, double: Double, location: str, data: Path, **env: str
+) -> tuple[SessionPod, str, str]:
+    """A linked pod, its phone, and a customer registered on WhatsApp."""
     phone, customer = new_phone(), new_phone()
-    pod = start_pod("31", tmp_path / "pod", **FAST)
+    pod = start_pod(location, data, **FAST, **env)
     pod.link(double, phone)
     double.register(customer)
     return pod, phone, customer
+
+
+@pytest.fixture
+def linked(start_pod: StartPod, double: Double, tmp_path: Path) -> tuple[SessionPod, str, str]:
+    return start_linked(start_pod, double, "31", tmp_path / "pod")
 
 
 @pytest.mark.parametrize("fault", ["hang_before_send", "crash_after_taking_send"])
@@ -102,10 +108,7 @@ def test_a_ledger_write_failing_after_whatsapp_took_it_resolves_the_same_way(
     volume.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(volume)], check=True)
     try:
-        phone, customer = new_phone(), new_phone()
-        pod = start_pod("32", volume / "pod", **FAST)
-        pod.link(double, phone)
-        double.register(customer)
+        pod, phone, customer = start_linked(start_pod, double, "32", volume / "pod")
         double.control("POST", f"/phones/{phone}/hold_sends", {"hold": True})
         answers: list[requests.Response] = []
         sender = threading.Thread(
@@ -131,10 +134,7 @@ def test_a_ledger_write_failing_after_whatsapp_took_it_resolves_the_same_way(
 def test_a_pod_killed_while_whatsapp_holds_the_message_answers_it_after_the_restart(
     start_pod: StartPod, double: Double, tmp_path: Path
 ) -> None:
-    phone, customer = new_phone(), new_phone()
-    pod = start_pod("33", tmp_path / "pod", **FAST)
-    pod.link(double, phone)
-    double.register(customer)
+    pod, phone, customer = start_linked(start_pod, double, "33", tmp_path / "pod")
     pod.events.wait_for("remote_session_saved")  # the login is on the volume
     double.control("POST", f"/phones/{phone}/hold_sends", {"hold": True})
     threading.Thread(target=lambda: send(pod, customer, "kill", "k-kill"), daemon=True).start()
@@ -262,10 +262,7 @@ def run_send_chaos(
 def test_chaos_sends_while_the_browser_is_killed(
     start_pod: StartPod, double: Double, tmp_path: Path
 ) -> None:
-    phone, customer = new_phone(), new_phone()
-    pod = start_pod("41", tmp_path / "pod", **FAST)
-    pod.link(double, phone)
-    double.register(customer)
+    pod, phone, customer = start_linked(start_pod, double, "41", tmp_path / "pod")
 
     def kill_browser() -> None:
         for browser in chromium_browsers(pod):
@@ -279,11 +276,8 @@ def test_chaos_sends_while_the_browser_is_killed(
 def test_chaos_sends_while_the_whole_pod_is_killed(
     start_pod: StartPod, double: Double, tmp_path: Path
 ) -> None:
-    phone, customer = new_phone(), new_phone()
     data = tmp_path / "pod"
-    pod = start_pod("42", data, **FAST)
-    pod.link(double, phone)
-    double.register(customer)
+    pod, phone, customer = start_linked(start_pod, double, "42", data)
     pod.events.wait_for("remote_session_saved")
     current = [pod]
 
@@ -352,17 +346,15 @@ def test_a_crash_during_a_watchdog_resend_sends_that_resend_once(
 ) -> None:
     """The ack watchdog's resend takes the send path: its id is written before it goes out,
     so a browser that hangs before the resend leaves resolves it after the relaunch."""
-    phone, customer = new_phone(), new_phone()
-    pod = start_pod(
+    pod, phone, customer = start_linked(
+        start_pod,
+        double,
         "35",
         tmp_path / "pod",
-        **FAST,
         ACK_DEADLINE_SECONDS="2",
         ACK_CHECK_INTERVAL_SECONDS="0.5",
         ACK_MAX_ATTEMPTS="2",
     )
-    pod.link(double, phone)
-    double.register(customer)
     double.control("POST", f"/phones/{phone}/acks", {"auto": False})  # stuck at one tick
     first = send_until_answered(pod, customer, "sin recibir", "k-resend")
     double.control("POST", f"/phones/{phone}/fault", {"fault": "hang_before_send"})

@@ -77,6 +77,7 @@ def test_a_refused_send_is_an_error_and_a_retry_with_its_key_sends_nothing(
     assert again.headers["Idempotent-Replayed"] == "true"
     taken = [m for m in double.phone(phone)["messages"] if receiver in m["chat"]]
     assert taken == [], "WhatsApp never took the message, and the retry did not send it"
+    assert pod.status()["state"] == "ready"
 
 
 def test_a_send_waiting_on_whatsapp_answers_within_the_bound(

@@ -283,10 +283,10 @@ class MessageLedger:
         when = time.time() if at is None else at
 
         def work(c: sqlite3.Connection) -> MessageRecord | None:
-            ledger_id = _resolve(c, wa_id)
-            if ledger_id is None:
+            found = _find_attempt(c, wa_id)
+            if found is None:
                 return None
-            attempt = _attempt_id(c, wa_id)
+            attempt, ledger_id = found
             if ack >= ACK_SENT:
                 c.execute(
                     "UPDATE message_ids SET outcome = 'sent'"
@@ -397,23 +397,19 @@ def _add_attempt(
     )
 
 
-def _attempt_id(c: sqlite3.Connection, wa_id: str) -> str:
-    """The attempt's id as the ledger stores it, for an id that may name the chat otherwise."""
-    row = c.execute("SELECT wa_id FROM message_ids WHERE wa_id = ?", (wa_id,)).fetchone()
+def _find_attempt(c: sqlite3.Connection, wa_id: str) -> tuple[str, str] | None:
+    """(the attempt's id as the ledger stores it, its message) for an id that may name the
+    chat otherwise (a receipt under a LID): by the exact id, else by the key's id."""
+    query = "SELECT wa_id, message_id FROM message_ids WHERE "
+    row = c.execute(query + "wa_id = ?", (wa_id,)).fetchone()
     if row is None:
-        row = c.execute(
-            "SELECT wa_id FROM message_ids WHERE key_id = ?", (key_id(wa_id),)
-        ).fetchone()
-    return wa_id if row is None else row[0]
+        row = c.execute(query + "key_id = ?", (key_id(wa_id),)).fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 def _resolve(c: sqlite3.Connection, wa_id: str) -> str | None:
-    row = c.execute("SELECT message_id FROM message_ids WHERE wa_id = ?", (wa_id,)).fetchone()
-    if row is None:
-        row = c.execute(
-            "SELECT message_id FROM message_ids WHERE key_id = ?", (key_id(wa_id),)
-        ).fetchone()
-    return None if row is None else row[0]
+    found = _find_attempt(c, wa_id)
+    return None if found is None else found[1]
 
 
 def _apply_ack(c: sqlite3.Connection, ledger_id: str, wa_id: str, ack: int, when: float) -> None:
