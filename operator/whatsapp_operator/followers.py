@@ -143,7 +143,7 @@ class Followers:
                 async for event in read_events(self._http, url, after, read_timeout):
                     if event is None:  # connected (again): what was unknown is known
                         if failures > 1 and state is not None:
-                            mirror.update(state_status(state, mirror.conditions))
+                            mirror.update(state_status(state, mirror.conditions, time.time()))
                         failures = 0
                     elif event.id > after:
                         self._apply(mirror, event, live=event.at >= started)
@@ -166,9 +166,9 @@ class Followers:
                 failures += 1
 
     def _apply(self, mirror: Mirror, event: ServerEvent, live: bool) -> None:
-        """Synchronous on purpose: a burst of buffered events lands in one status patch."""
+        """One event into the desired status (the mirror writes it)."""
         if event.type == "state" and event.data.get("state") in PHASES:
-            fields = state_status(event.data, mirror.conditions)
+            fields = state_status(event.data, mirror.conditions, event.at)
             if fields["phase"] != mirror.phase and live:
                 self._notices.info(
                     mirror.resource,
@@ -177,6 +177,6 @@ class Followers:
                 )
             mirror.update(fields)
         elif event.type == "remote_session_saved":
-            mirror.update(backup_status(event.data, mirror.conditions))
+            mirror.update(backup_status(event.data, mirror.conditions, event.at))
         elif event.type in WARNINGS and live:
             self._notices.warn(mirror.resource, event.type, str(event.data))

@@ -2,8 +2,7 @@
 
 One writer task per resource sends the difference, so at most one status patch per
 resource is in flight, an unchanged status is never sent, and a burst of events (a replayed
-history, a flapping session) becomes one patch: the writer runs only once the readers that
-fed it have nothing more buffered."""
+history, a flapping session) becomes one patch."""
 
 from __future__ import annotations
 
@@ -21,6 +20,9 @@ from .resource import Resource
 
 log = get_logger(__name__)
 RETRY_SECONDS = (0.5, 1, 2, 5, 10)
+# Events that arrive this close together are one patch: a replayed history comes in several
+# reads, and its intermediate states are not worth writing.
+COALESCE_SECONDS = 0.05
 
 
 class Mirror:
@@ -56,6 +58,7 @@ class Mirror:
         failures = 0
         while True:
             await self._wake.wait()
+            await asyncio.sleep(COALESCE_SECONDS)
             self._wake.clear()
             diff = {k: v for k, v in self.desired.items() if self.written.get(k) != v}
             if not diff:
@@ -87,4 +90,5 @@ class Mirror:
                 continue
             failures = 0
             STATUS_PATCHES.inc()
+            log.debug("status patched", resource=self.resource.name, fields=sorted(diff))
             self.written.update(diff)

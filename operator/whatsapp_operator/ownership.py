@@ -47,9 +47,10 @@ def _seen(api: Api, obj: Any) -> Seen:
 
 async def claim(
     api: Api, resource: Resource, manifest: dict[str, Any], seen: Seen | None, force: bool
-) -> tuple[str | None, Seen]:
+) -> tuple[str | None, Seen, bool]:
     """Makes the object match `manifest` if `resource` owns it (or creates it). Returns
-    (who owns it instead, or None when `resource` does; what is now known of the object).
+    (who owns it instead, or None when `resource` does; what is now known of the object;
+    whether it was written).
 
     `seen` is the watch's picture of the object (None: not there, as far as it knows); an
     owned object already carrying this manifest's digest is left alone unless `force`
@@ -62,18 +63,19 @@ async def claim(
     manifest["metadata"]["annotations"] = {**meta.get("annotations", {}), DIGEST: applied}
     if seen is None:
         try:
-            return None, _seen(api, await api.call(f"create {kind}", create, namespace, manifest))
+            created = await api.call(f"create {kind}", create, namespace, manifest)
+            return None, _seen(api, created), True
         except ApiException as exc:
             if exc.status != 409:  # 409: it exists after all (made meanwhile, or not watched yet)
                 raise
         seen = _seen(api, await api.call(f"read {kind}", read, name, namespace))
     if seen.owner_uid != resource.uid:
-        return seen.owner or "nobody", seen
+        return seen.owner or "nobody", seen, False
     if seen.digest == applied and not force:
-        return None, seen
+        return None, seen, False
     manifest["metadata"]["uid"] = seen.uid  # refused (422) if the object was replaced
     applied_object = await api.call(f"apply {kind}", patch, name, namespace, manifest, **APPLY)
-    return None, _seen(api, applied_object)
+    return None, _seen(api, applied_object), True
 
 
 def owner_reference(resource: Resource) -> dict[str, Any]:

@@ -41,11 +41,13 @@ async def reconcile(
     effective = with_defaults(config.session_defaults, resource.spec)
     namespace = resource.namespace
     known: list[Seen] = []
+    wrote = False
     manifests = (statefulset(effective, namespace, config), service(effective, namespace, config))
     for manifest in manifests:
         kind, name = manifest["kind"], manifest["metadata"]["name"]
-        owner, now = await claim(api, resource, manifest, seen.get(kind), force)
+        owner, now, written = await claim(api, resource, manifest, seen.get(kind), force)
         known.append(now)
+        wrote = wrote or written
         if owner is not None:
             message = (
                 f"location {resource.location} belongs to {owner}: {kind} {name} is not "
@@ -57,11 +59,12 @@ async def reconcile(
             return Outcome({"phase": CONFLICT, "message": message, "pod": ""}, False, known)
     name = session_name(resource.location)
     replicas = 0 if resource.paused else 1
-    notices.info(
-        resource,
-        "Paused" if resource.paused else "Reconciled",
-        f"StatefulSet {name} at {replicas} replicas",
-    )
+    if wrote:  # a resume that finds everything in place says nothing
+        notices.info(
+            resource,
+            "Paused" if resource.paused else "Reconciled",
+            f"StatefulSet {name} at {replicas} replicas",
+        )
     status: dict[str, Any] = {"observedGeneration": resource.generation, "pod": f"{name}-0"}
     if resource.paused:
         status.update(phase="Paused", message="paused: no session pod runs")

@@ -20,15 +20,21 @@ AUTHENTICATED = {"authenticating", "syncing", "ready"}
 WARNINGS = ("backup_fallback", "backup_failed", "storage_unavailable")
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def timestamp(at: float | None = None) -> str:
+    """RFC 3339 of `at` (epoch seconds; default now)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if at is None else at))
 
 
 def condition(
-    previous: list[dict[str, Any]], type_: str, true: bool, reason: str, message: str = ""
+    previous: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str = "",
+    at: float | None = None,
 ) -> dict[str, Any]:
-    """A condition that keeps its lastTransitionTime while its status does not change."""
-    status = "True" if true else "False"
+    """A condition that keeps its lastTransitionTime while its status does not change; a
+    change is dated `at` (the event's own time, so a replayed history dates it the same)."""
     old = next((c for c in previous if c.get("type") == type_), None)
     changed = old is None or old.get("status") != status
     return {
@@ -36,35 +42,44 @@ def condition(
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": now() if changed else old["lastTransitionTime"],
+        "lastTransitionTime": timestamp(at) if changed else old["lastTransitionTime"],
     }
 
 
-def state_status(data: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any]:
+def truth(value: bool) -> str:
+    return "True" if value else "False"
+
+
+def state_status(
+    data: dict[str, Any], conditions: list[dict[str, Any]], at: float
+) -> dict[str, Any]:
     state = data["state"]
-    reason = PHASES[state]
+    reason, message = PHASES[state], data.get("reason") or ""
     return {
         "phase": PHASES[state],
         "phone": data.get("phone") or "",
-        "message": data.get("reason") or "",
+        "message": message,
         "conditions": [
-            condition(conditions, "Ready", state == "ready", reason, data.get("reason") or ""),
-            condition(conditions, "Authenticated", state in AUTHENTICATED, reason),
+            condition(conditions, "Ready", truth(state == "ready"), reason, message, at),
+            condition(conditions, "Authenticated", truth(state in AUTHENTICATED), reason, "", at),
             *(c for c in conditions if c.get("type") == "BackedUp"),
         ],
     }
 
 
-def backup_status(data: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any]:
+def backup_status(
+    data: dict[str, Any], conditions: list[dict[str, Any]], at: float
+) -> dict[str, Any]:
+    version = data["version"]
     return {
         "lastBackup": {
-            "time": data.get("created") or now(),
-            "version": data["version"],
+            "time": data.get("created") or timestamp(at),
+            "version": version,
             "size": data.get("size", 0),
         },
         "conditions": [
             *(c for c in conditions if c.get("type") != "BackedUp"),
-            condition(conditions, "BackedUp", True, "BackupSaved", f"version {data['version']}"),
+            condition(conditions, "BackedUp", "True", "BackupSaved", f"version {version}", at),
         ],
     }
 
@@ -76,24 +91,17 @@ def pod_gone_status(conditions: list[dict[str, Any]], reason: str) -> dict[str, 
         "message": reason,
         "conditions": [
             *(c for c in conditions if c.get("type") != "Ready"),
-            condition(conditions, "Ready", False, "PodNotRunning", reason),
+            condition(conditions, "Ready", "False", "PodNotRunning", reason),
         ],
     }
 
 
 def unreachable_status(conditions: list[dict[str, Any]], reason: str) -> dict[str, Any]:
     """The pod runs but its /events cannot be read: its state is not known."""
-    old = next((c for c in conditions if c.get("type") == "Ready"), None)
-    ready = {
-        "type": "Ready",
-        "status": "Unknown",
-        "reason": "EventsUnreachable",
-        "message": reason,
-        "lastTransitionTime": old["lastTransitionTime"]
-        if old and old.get("status") == "Unknown"
-        else now(),
-    }
     return {
         "message": reason,
-        "conditions": [*(c for c in conditions if c.get("type") != "Ready"), ready],
+        "conditions": [
+            *(c for c in conditions if c.get("type") != "Ready"),
+            condition(conditions, "Ready", "Unknown", "EventsUnreachable", reason),
+        ],
     }
