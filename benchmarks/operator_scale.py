@@ -163,6 +163,146 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+class Bench:
+    """One run: the simulated pods, the cluster, the operator, and what each session's
+    state is now."""
+
+    def __init__(self, control_plane: ControlPlane, n: int, work: Path) -> None:
+        self.n, self.work = n, work
+        self.ips = [address(i) for i in range(n)]
+        self.pods = SimulatedPods(self.ips)
+        self.state = {i: "ready" for i in range(n)}
+        for i in range(n):
+            self.emit(i)
+        namespace = operator_namespace(control_plane, "scale")
+        self.control_plane = control_plane
+        self.cluster = Cluster(control_plane, namespace)
+        # The chart's peering lifetime: kopf renews its peering record every lifetime - 10 s.
+        self.operator = start_operator(
+            control_plane, namespace, {}, {}, work / "operator.log", PEERING_LIFETIME_SECONDS="60"
+        )
+
+    def emit(self, i: int) -> float:
+        return self.pods.state(self.ips[i], self.state[i], phone=f"1555{i:07d}")
+
+    def flip(self, i: int) -> float:
+        self.state[i] = "disconnected" if self.state[i] == "ready" else "ready"
+        return self.emit(i)
+
+    @property
+    def process(self) -> psutil.Process:
+        return psutil.Process(self.operator.program.pid)
+
+    def close(self) -> None:
+        self.operator.stop()
+        self.pods.stop()
+
+
+def create_all(bench: Bench) -> None:
+    n, cluster = bench.n, bench.cluster
+    started = time.monotonic()
+    create_sessions(cluster, n)
+    created = time.monotonic() - started
+    wait_until(
+        lambda: cluster.count("statefulsets") == n and cluster.count("services") == n,
+        1200,
+        f"{n} StatefulSets and Services",
+        interval=1,
+    )
+    print(
+        f"create {n} resources -> {n} StatefulSets + Services: "
+        f"{time.monotonic() - started:.1f} s (creating the resources: {created:.1f} s)"
+    )
+    wait_until(lambda: cluster.count("pods") == n, 1800, f"{n} pods", interval=2)
+    status = PodStatus(str(bench.control_plane.admin_kubeconfig), cluster.namespace, workers=16)
+    running = time.monotonic()
+    status.all_running({f"wa-{i}-0": ip for i, ip in enumerate(bench.ips)})
+    wait_until(
+        lambda: list(phases(cluster).values()).count("Ready") == n,
+        600,
+        "every session Ready",
+        interval=2,
+    )
+    print(f"pods made Running -> all {n} statuses Ready: {time.monotonic() - running:.1f} s")
+
+
+def quiet(bench: Bench, seconds: float) -> None:
+    time.sleep(10)  # let the controllers settle
+    process, cluster = bench.process, bench.cluster
+    cpu0, total0 = sum(process.cpu_times()[:2]), cluster.requests_total()
+    ours0 = len(cluster.operator_requests())
+    time.sleep(seconds)
+    cpu1, total1 = sum(process.cpu_times()[:2]), cluster.requests_total()
+    ours = cluster.operator_requests()[ours0:]
+    print(
+        f"quiet {seconds:.0f} s: operator CPU {100 * (cpu1 - cpu0) / seconds:.1f} % of a core, "
+        f"RSS {process.memory_info().rss / 2**20:.0f} MiB; API requests/s (WATCH excluded): "
+        f"all clients {(total1 - total0 - 1) / seconds:.2f}, the operator "
+        f"{len(ours) / seconds:.3f} {kinds(ours)}"
+    )
+
+
+def churn(bench: Bench, seconds: float, share: float) -> None:
+    watcher = PhaseWatch(bench.cluster)
+    changes: list[tuple[float, str, str]] = []
+    per_second = max(1, int(bench.n * share))
+    process = bench.process
+    cpu0 = sum(process.cpu_times()[:2])
+    started = time.monotonic()
+    while time.monotonic() - started < seconds:
+        tick = time.monotonic()
+        for i in random.sample(range(bench.n), per_second):
+            at = bench.flip(i)
+            changes.append((at, f"shop-{i}", STATES[bench.state[i]]))
+        time.sleep(max(0.0, 1 - (time.monotonic() - tick)))
+    cpu = sum(process.cpu_times()[:2]) - cpu0
+    time.sleep(5)
+    watcher.stop()
+    by_name: dict[str, list[tuple[float, str]]] = {}
+    for t, name, phase in watcher.seen:
+        by_name.setdefault(name, []).append((t, phase))
+    lags, missing = [], 0
+    for at, name, phase in changes:
+        seen = next((t for t, p in by_name.get(name, []) if p == phase and t >= at), None)
+        if seen is None:
+            missing += 1
+        else:
+            lags.append(seen - at)
+    print(
+        f"churn {per_second} state changes/s for {seconds:.0f} s ({len(changes)}): "
+        f"state -> status.phase p50 {statistics.median(lags) * 1000:.0f} ms, "
+        f"p99 {percentile(lags, 0.99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms, "
+        f"not seen {missing}; operator CPU {100 * cpu / seconds:.0f} % of a core, "
+        f"RSS {process.memory_info().rss / 2**20:.0f} MiB"
+    )
+
+
+def restart(bench: Bench, share: float) -> None:
+    time.sleep(5)
+    bench.operator.stop()
+    changed = random.sample(range(bench.n), max(1, int(bench.n * share)))
+    for i in changed:
+        bench.flip(i)
+    expected = {f"shop-{i}": STATES[s] for i, s in bench.state.items()}
+    before = len(bench.cluster.operator_requests())
+    started = time.monotonic()
+    bench.operator = OperatorProcess(
+        bench.control_plane,
+        bench.cluster.namespace,
+        *bench.operator.args,
+        bench.work / "operator-restarted.log",
+    )
+    wait_until(lambda: phases(bench.cluster) == expected, 600, "every status fresh", interval=0.5)
+    fresh = time.monotonic() - started
+    sent = bench.cluster.operator_requests()[before:]
+    counts = breakdown(sent)
+    print(
+        f"operator restart ({len(changed)} states changed while down): every status fresh "
+        f"after {fresh:.1f} s, {counts.get('patch whatsappsessions/status', 0)} status "
+        f"patches, {len(sent)} requests in all {counts}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=1000)
@@ -170,127 +310,17 @@ def main() -> None:
     parser.add_argument("--churn", type=float, default=30)
     parser.add_argument("--churn-share", type=float, default=0.05)
     args = parser.parse_args()
-    n = args.sessions
     work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
-    ips = [address(i) for i in range(n)]
-    pods = SimulatedPods(ips)
-    state = {i: "ready" for i in range(n)}
-    for i, ip in enumerate(ips):
-        pods.state(ip, "ready", phone=f"1555{i:07d}")
     with ControlPlane(control_plane_binaries(), work / "cluster") as control_plane:
-        namespace = operator_namespace(control_plane, "scale")
-        cluster = Cluster(control_plane, namespace)
-        # The chart's peering lifetime: kopf renews its peering record every lifetime - 10 s.
-        operator = start_operator(
-            control_plane, namespace, {}, {}, work / "operator.log", PEERING_LIFETIME_SECONDS="60"
-        )
-        print(f"{n} WhatsAppSessions, simulated pods; operator log {work / 'operator.log'}")
-
-        started = time.monotonic()
-        create_sessions(cluster, n)
-        created = time.monotonic() - started
-        wait_until(
-            lambda: cluster.count("statefulsets") == n and cluster.count("services") == n,
-            1200,
-            f"{n} StatefulSets and Services",
-            interval=1,
-        )
-        print(
-            f"create {n} resources -> {n} StatefulSets + Services: "
-            f"{time.monotonic() - started:.1f} s (creating the resources: {created:.1f} s)"
-        )
-
-        wait_until(lambda: cluster.count("pods") == n, 1200, f"{n} pods", interval=2)
-        status = PodStatus(str(control_plane.admin_kubeconfig), namespace, workers=16)
-        status.all_running({f"wa-{i}-0": ip for i, ip in enumerate(ips)})
-        wait_until(
-            lambda: list(phases(cluster).values()).count("Ready") == n,
-            600,
-            "every session Ready",
-            interval=2,
-        )
-        print(f"all {n} Ready after {time.monotonic() - started:.1f} s")
-
-        time.sleep(10)  # let the controllers settle
-        process = psutil.Process(operator.program.pid)
-        cpu0, total0, ours0 = (
-            sum(process.cpu_times()[:2]),
-            cluster.requests_total(),
-            len(cluster.operator_requests()),
-        )
-        time.sleep(args.quiet)
-        cpu1, total1, ours = (
-            sum(process.cpu_times()[:2]),
-            cluster.requests_total(),
-            cluster.operator_requests()[ours0:],
-        )
-        print(
-            f"quiet {args.quiet:.0f} s: operator CPU {100 * (cpu1 - cpu0) / args.quiet:.1f} % of a "
-            f"core, RSS {process.memory_info().rss / 2**20:.0f} MiB; API requests/s (WATCH "
-            f"excluded): all clients {(total1 - total0 - 1) / args.quiet:.2f}, the operator "
-            f"{len(ours) / args.quiet:.3f} {kinds(ours)}"
-        )
-
-        watcher = PhaseWatch(cluster)
-        changes: list[tuple[float, str, str]] = []
-        per_second = max(1, int(n * args.churn_share))
-        cpu0 = sum(process.cpu_times()[:2])
-        churn_start = time.monotonic()
-        while time.monotonic() - churn_start < args.churn:
-            tick = time.monotonic()
-            for i in random.sample(range(n), per_second):
-                state[i] = "disconnected" if state[i] == "ready" else "ready"
-                at = pods.state(ips[i], state[i], phone=f"1555{i:07d}")
-                changes.append((at, f"shop-{i}", STATES[state[i]]))
-            time.sleep(max(0.0, 1 - (time.monotonic() - tick)))
-        churn_cpu = sum(process.cpu_times()[:2]) - cpu0
-        time.sleep(5)
-        watcher.stop()
-        lags = []
-        by_name: dict[str, list[tuple[float, str]]] = {}
-        for t, name, phase in watcher.seen:
-            by_name.setdefault(name, []).append((t, phase))
-        missing = 0
-        for at, name, phase in changes:
-            seen = next((t for t, p in by_name.get(name, []) if p == phase and t >= at), None)
-            if seen is None:
-                missing += 1
-            else:
-                lags.append(seen - at)
-        print(
-            f"churn {per_second} state changes/s for {args.churn:.0f} s ({len(changes)}): "
-            f"state -> status.phase p50 {statistics.median(lags) * 1000:.0f} ms, "
-            f"p99 {percentile(lags, 0.99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms, "
-            f"not seen {missing}; operator CPU {100 * churn_cpu / args.churn:.0f} % of a core, "
-            f"RSS {process.memory_info().rss / 2**20:.0f} MiB"
-        )
-
-        time.sleep(5)
-        operator.stop()
-        changed = random.sample(range(n), per_second)
-        for i in changed:
-            state[i] = "disconnected" if state[i] == "ready" else "ready"
-            pods.state(ips[i], state[i], phone=f"1555{i:07d}")
-        expected = {f"shop-{i}": STATES[s] for i, s in state.items()}
-        before = len(cluster.operator_requests())
-        restarted = time.monotonic()
-        operator = OperatorProcess(control_plane, namespace, *operator.args, work / "operator2.log")
-        wait_until(lambda: phases(cluster) == expected, 600, "every status fresh", interval=0.5)
-        fresh = time.monotonic() - restarted
-        sent = cluster.operator_requests()[before:]
-        patches = sum(
-            1
-            for e in sent
-            if e.get("objectRef", {}).get("resource") == PLURAL
-            and e["objectRef"].get("subresource") == "status"
-        )
-        print(
-            f"operator restart ({len(changed)} states changed while down): every status fresh "
-            f"after {fresh:.1f} s, {patches} status patches, {len(sent)} requests in all "
-            f"{breakdown(sent)}"
-        )
-        operator.stop()
-    pods.stop()
+        bench = Bench(control_plane, args.sessions, work)
+        print(f"{args.sessions} WhatsAppSessions, simulated pods; logs in {work}")
+        try:
+            create_all(bench)
+            quiet(bench, args.quiet)
+            churn(bench, args.churn, args.churn_share)
+            restart(bench, args.churn_share)
+        finally:
+            bench.close()
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ The API server's audit log counts every request the operator's ServiceAccount ma
 
 from __future__ import annotations
 
+import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import (
@@ -22,12 +25,15 @@ from tests.support.operator import (
     start_operator,
     wait_phase,
 )
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, wait_until
+from tests.support.s3 import SeaweedS3
 from tests.support.simulated_pods import PodStatus, SimulatedPods, address
 
 LOCATIONS = [f"w{i}" for i in range(5)]
 IPS = {location: address(200 + i) for i, location in enumerate(LOCATIONS)}
 READ_TIMEOUT = 3  # the operator's /events read timeout here (heartbeats every second)
+EVENTS_PER_MINUTE = 3
+NOBODY = address(249)  # an address where nothing listens
 
 
 @pytest.fixture(scope="module")
@@ -45,16 +51,33 @@ def pods() -> Iterator[SimulatedPods]:
 
 
 @pytest.fixture(scope="module")
+def s3_prefix() -> str:
+    return f"watch-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="module")
+def metrics_url() -> str:
+    return f"http://127.0.0.1:{free_port()}/metrics"
+
+
+@pytest.fixture(scope="module")
 def operator(
-    control_plane: ControlPlane, namespace: str, tmp_path_factory: pytest.TempPathFactory
+    control_plane: ControlPlane,
+    namespace: str,
+    s3_server: SeaweedS3,
+    s3_prefix: str,
+    metrics_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
     process = start_operator(
         control_plane,
         namespace,
         {},
-        {},
+        {**s3_server.env(), "S3_PREFIX": s3_prefix},
         tmp_path_factory.mktemp("operator") / "operator.log",
         EVENTS_READ_TIMEOUT_SECONDS=str(READ_TIMEOUT),
+        EVENTS_PER_MINUTE=str(EVENTS_PER_MINUTE),
+        METRICS_PORT=metrics_url.rsplit(":", 1)[1].split("/")[0],
     )
     yield process
     process.stop()
@@ -211,3 +234,84 @@ def test_a_silent_stream_is_resumed_after_its_last_event_and_each_event_is_appli
     )
     pods.state(ip, "ready", phone="15550002")
     assert wait_phase(control_plane, namespace, name, "Ready")["status"]["phone"] == "15550002"
+
+
+def test_a_flapping_session_posts_a_bounded_number_of_events(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    pods: SimulatedPods,
+    pod_status: PodStatus,
+    metrics_url: str,
+) -> None:
+    location = LOCATIONS[3]
+    ip, name = IPS[location], f"s-{location}"
+    pod_status.running(f"wa-{location}-0", ip)
+    wait_until(lambda: pods.open_streams(ip) == 1, 10, "the follower")
+    for flap in range(12):
+        pods.state(ip, "disconnected" if flap % 2 else "ready", phone="15550003")
+        time.sleep(0.2)  # apart: each one is its own transition and patch
+    pods.state(ip, "ready", phone="15550003")
+    wait_phase(control_plane, namespace, name, "Ready")
+    out = control_plane.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "json",
+    ).stdout
+    transitions = [e for e in json.loads(out)["items"] if e["reason"] in ("Ready", "Disconnected")]
+    assert 1 <= sum(e.get("count", 1) for e in transitions) <= EVENTS_PER_MINUTE
+    suppressed = wait_until(
+        lambda: next(
+            (
+                float(line.split()[-1])
+                for line in requests.get(metrics_url, timeout=5).text.splitlines()
+                if line.startswith("wa_operator_events_suppressed_total ")
+            ),
+            None,
+        ),
+        10,
+        "the metric",
+    )
+    assert suppressed >= 12 + 1 - EVENTS_PER_MINUTE
+
+
+def test_a_refused_logout_still_deletes_the_backups(
+    control_plane: ControlPlane,
+    namespace: str,
+    operator: OperatorProcess,
+    pod_status: PodStatus,
+    s3_server: SeaweedS3,
+    s3_prefix: str,
+) -> None:
+    for key in ("manifests/1.json", "archives/1.tar.zst"):
+        s3_server.client().put_object(
+            Bucket=s3_server.bucket, Key=f"{s3_prefix}/gone/{key}", Body=b"{}"
+        )
+    control_plane.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=session_manifest("gone", "gone", deletionPolicy="Delete"),
+    )
+    wait_until(lambda: pod_status.exists("wa-gone-0"), 30, "the pod")
+    pod_status.running("wa-gone-0", NOBODY)  # Running, but nothing answers there
+    wait_until(
+        lambda: any(
+            c["type"] == "Ready" and c["status"] == "Unknown"
+            for c in get_session(control_plane, namespace, "gone")
+            .get("status", {})
+            .get("conditions", [])
+        ),
+        30,
+        "the operator to know the pod (and fail to reach it)",
+    )
+    control_plane.kubectl("delete", "whatsappsession", "gone", "-n", namespace)
+    assert s3_server.keys(f"{s3_prefix}/gone/") == []
+    assert "logout failed" in operator.program.log_path.read_text()
