@@ -34,6 +34,9 @@ from .status import (
 
 log = get_logger(__name__)
 RECONNECT_SECONDS = (0.2, 0.5, 1, 2, 5)
+# Failed attempts in a row before the pod's state counts as unknown (a starting pod refuses
+# for a moment before its server listens).
+UNREACHABLE_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,19 @@ class Followers:
             del self._tasks[label]
         if key is not None and owner is not None and pod is not None:
             task = asyncio.create_task(self._follow(owner, pod), name=f"follow {pod.name}")
+            task.add_done_callback(lambda done: self._ended(label, key, done))
             self._tasks[label] = (key, task)
         FOLLOWERS.set(len(self._tasks))
+
+    def _ended(self, label: str, key: tuple[str, PodSeen], task: asyncio.Task[None]) -> None:
+        """A follower only ends when cancelled; one that crashed is said and started again."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        STREAM_ERRORS.labels("crash").inc()
+        log.error("follower crashed, starting again", pod=key[1].name, error=repr(error))
+        if (current := self._tasks.get(label)) is not None and current[0] == key:
+            del self._tasks[label]
+            asyncio.get_running_loop().call_later(1, self._sync, label)
 
     async def _follow(self, owner: Resource, pod: PodSeen) -> None:
         """Applies each event of this pod's stream once, resuming with Last-Event-ID."""
@@ -142,7 +156,7 @@ class Followers:
             try:
                 async for event in read_events(self._http, url, after, read_timeout):
                     if event is None:  # connected (again): what was unknown is known
-                        if failures > 1 and state is not None:
+                        if failures >= UNREACHABLE_AFTER and state is not None:
                             mirror.update(state_status(state, mirror.conditions, time.time()))
                         failures = 0
                     elif event.id > after:
@@ -160,7 +174,7 @@ class Followers:
                     error=str(exc),
                     last_event=after,
                 )
-                if failures:  # the reconnect failed too: the pod's state is not known
+                if failures + 1 >= UNREACHABLE_AFTER:  # the pod's state is not known
                     mirror.update(unreachable_status(mirror.conditions, f"{pod.name}: {kind}"))
                 await asyncio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)])
                 failures += 1

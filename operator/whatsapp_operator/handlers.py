@@ -1,17 +1,19 @@
 """kopf handlers: `kopf run -m whatsapp_operator.handlers`. Each is small and calls one
 module; configuration and clients are made at startup and shared through `memo`.
 
-Indexes (kept current by kopf's watches, complete before any handler runs) stand in for
-every read: of the location's StatefulSet and Service, of the resources per location."""
+The cache (cache.py, kept current by kopf's watches) stands in for every read: of the
+location's StatefulSet and Service, of the resources per location."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
 from . import GROUP, PLURAL, VERSION
+from .cache import Cache
 from .config import OperatorConfig
 from .followers import Followers, PodSeen
 from .kube import Api, Kube, Unreachable, handler_error
@@ -47,6 +49,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     followers = Followers(api, config, notices)
     await followers.start()
     memo.config, memo.api, memo.notices, memo.followers = config, api, notices, followers
+    memo.cache = Cache(api)
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
     if config.metrics_port:
         serve(config.metrics_port)
@@ -58,30 +61,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.api.close()
 
 
-@kopf.index("apps", "v1", "statefulsets")
-def statefulset_index(body: kopf.Body, name: str, **_: Any) -> dict[str, Seen]:
-    return {name: Seen.of(body)}
-
-
-@kopf.index("v1", "services")
-def service_index(body: kopf.Body, name: str, **_: Any) -> dict[str, Seen]:
-    return {name: Seen.of(body)}
-
-
-@kopf.index(GROUP, VERSION, PLURAL)
-def location_index(body: kopf.Body, **_: Any) -> dict[str, Resource]:
-    """The resources of each location (by its label value): one, or more in Conflict."""
-    resource = Resource.of(body)
-    return {resource.label: resource}
-
-
-def first(index: kopf.Index[str, Any], key: str) -> Any:
-    store = index.get(key)
-    return next(iter(store), None) if store is not None else None
-
-
-def seen_objects(name: str, statefulsets: kopf.Index, services: kopf.Index) -> dict[str, Any]:
-    return {"StatefulSet": first(statefulsets, name), "Service": first(services, name)}
+def seen_objects(cache: Cache, name: str) -> dict[str, Seen | None]:
+    return {kind: cache.seen(kind, name) for kind in KINDS}
 
 
 async def run_reconcile(
@@ -105,16 +86,10 @@ async def run_reconcile(
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def apply_spec(
-    body: kopf.Body,
-    patch: kopf.Patch,
-    memo: kopf.Memo,
-    statefulset_index: kopf.Index,
-    service_index: kopf.Index,
-    **_: Any,
-) -> None:
+async def apply_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     resource = Resource.of(body)
-    seen = seen_objects(session_name(resource.location), statefulset_index, service_index)
+    await memo.cache.ready(resource.namespace)
+    seen = seen_objects(memo.cache, session_name(resource.location))
     status = await run_reconcile(memo, resource, seen)
     # Only what differs: a resume of an unchanged resource sends no status patch.
     patch.status.update({k: v for k, v in status.items() if resource.status.get(k) != v})
@@ -129,26 +104,24 @@ async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
         memo.followers.pod(label, None if type == "DELETED" else running)
 
 
-@kopf.on.event("apps", "v1", "statefulsets", labels=OURS)
-@kopf.on.event("v1", "services", labels=OURS)
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def session_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.cache.session_event(type, body)
+
+
+@kopf.on.event("apps", "v1", "statefulsets")
+@kopf.on.event("v1", "services")
 async def owned_object_changed(
-    type: str | None,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    location_index: kopf.Index,
-    statefulset_index: kopf.Index,
-    service_index: kopf.Index,
-    **_: Any,
+    type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
     """Drift: a location's object deleted, or edited by hand, is put back at once."""
-    seen = Seen.of(body)
-    resources = [
-        r
-        for r in location_index.get((body.metadata.labels or {}).get(LOCATION_LABEL), ())
-        if not r.deleting
-    ]
+    seen = memo.cache.object_event(type, body)
+    label = (body.metadata.labels or {}).get(LOCATION_LABEL)
+    if label is None or (body.metadata.labels or {}).get("app.kubernetes.io/name") != APP:
+        return
+    resources = [r for r in memo.cache.location(label) if not r.deleting]
     owner = [r for r in resources if r.uid == seen.owner_uid]
-    objects = seen_objects(seen.name, statefulset_index, service_index)
+    objects = seen_objects(memo.cache, seen.name)
     if type == "DELETED":
         memo.versions.pop((seen.kind, seen.name), None)
         # The owner takes it back; with no owner left, the oldest other resource may claim it.
@@ -178,17 +151,14 @@ async def redo(
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete(
-    body: kopf.Body,
-    memo: kopf.Memo,
-    logger: kopf.Logger,
-    statefulset_index: kopf.Index,
-    location_index: kopf.Index,
-    **_: Any,
-) -> None:
+async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     resource = Resource.of(body)
-    statefulset = first(statefulset_index, session_name(resource.location))
-    others = [r for r in location_index.get(resource.label, ()) if r.uid != resource.uid]
+    await memo.cache.ready(resource.namespace)
+    try:  # read, not cached: what is removed must depend on who owns the location now
+        statefulset = await read_statefulset(memo.api, resource)
+    except (ApiException, Unreachable) as exc:
+        raise handler_error(exc, f"reading the StatefulSet of {resource.name}") from exc
+    others = [r for r in memo.cache.location(resource.label) if r.uid != resource.uid]
     address = memo.followers.address(resource.label)
     memo.followers.release(resource)
     memo.notices.forget(resource)
@@ -199,3 +169,20 @@ async def delete(
         address,
         logger,
     )
+
+
+async def read_statefulset(api: Api, resource: Resource) -> Seen | None:
+    name = session_name(resource.location)
+    try:
+        obj = await api.call(
+            "read StatefulSet",
+            api.kube.apps.read_namespaced_stateful_set,
+            name,
+            resource.namespace,
+            _preload_content=False,
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return Seen.of({**json.loads(obj.data), "kind": "StatefulSet"})

@@ -18,6 +18,11 @@ STREAM_ERRORS = Counter(
 STATUS_PATCHES = Counter(
     "wa_operator_status_patches_total", "status patches sent by the followers", registry=REGISTRY
 )
+STATUS_WRITER_CRASHES = Counter(
+    "wa_operator_status_writer_crashes_total",
+    "a status writer ended on an unexpected error (and was started again)",
+    registry=REGISTRY,
+)
 EVENTS_SUPPRESSED = Counter(
     "wa_operator_events_suppressed_total",
     "phase-change Events not posted (over the per-resource rate)",

@@ -15,7 +15,7 @@ from session_pod.logs import get_logger
 
 from . import GROUP, PLURAL, VERSION
 from .kube import Api, Unreachable
-from .metrics import STATUS_PATCHES
+from .metrics import STATUS_PATCHES, STATUS_WRITER_CRASHES
 from .resource import Resource
 
 log = get_logger(__name__)
@@ -33,6 +33,7 @@ class Mirror:
         self.desired = dict(written)
         self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=f"status {resource.name}")
+        self._task.add_done_callback(self._ended)
 
     @property
     def conditions(self) -> list[dict[str, Any]]:
@@ -53,6 +54,18 @@ class Mirror:
 
     def close(self) -> None:
         self._task.cancel()
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """The writer only ends when closed; one that crashed is said and started again."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        STATUS_WRITER_CRASHES.inc()
+        log.error(
+            "status writer crashed, starting again", resource=self.resource.name, error=repr(error)
+        )
+        self._task = asyncio.create_task(self._run(), name=f"status {self.resource.name}")
+        self._task.add_done_callback(self._ended)
+        self._wake.set()
 
     async def _run(self) -> None:
         failures = 0
