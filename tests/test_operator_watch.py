@@ -30,10 +30,10 @@ from tests.support.s3 import SeaweedS3
 from tests.support.simulated_pods import PodStatus, SimulatedPods, address
 
 LOCATIONS = [f"w{i}" for i in range(5)]
-IPS = {location: address(200 + i) for i, location in enumerate(LOCATIONS)}
+IPS = {location: address(i, block=78) for i, location in enumerate(LOCATIONS)}
 READ_TIMEOUT = 3  # the operator's /events read timeout here (heartbeats every second)
 EVENTS_PER_MINUTE = 3
-NOBODY = address(249)  # an address where nothing listens
+NOBODY = address(249, block=78)  # an address where nothing listens
 
 
 @pytest.fixture(scope="module")

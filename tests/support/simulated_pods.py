@@ -23,9 +23,10 @@ from kubernetes import client, config
 SESSION_PORT = 8093  # the operator's default, the pods' containerPort "http"
 
 
-def address(index: int) -> str:
-    """A loopback IP per simulated pod, far from the test node's 127.0.0.x."""
-    return f"127.77.{index // 250}.{index % 250 + 1}"
+def address(index: int, block: int = 77) -> str:
+    """A loopback IP per simulated pod, far from the test node's 127.0.0.x (the tests use
+    another `block` than the benchmark, so both can run at once)."""
+    return f"127.{block}.{index // 250}.{index % 250 + 1}"
 
 
 @dataclass
