@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
@@ -204,18 +205,36 @@ async def events(request: web.Request) -> web.StreamResponse:
         0,
         2**62,
     )
+    # A comment line this often while nothing happens: a client with a read timeout tells a
+    # quiet session from a dead connection (a half-open one never says it is closed).
+    heartbeat = int_param(request.query, "heartbeat", 15, 1, 300)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
+    stream = aiter(session.bus.subscribe(after))
+    pending = asyncio.ensure_future(anext(stream))
     try:
-        async for event in session.bus.subscribe(after):
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+            if not done:
+                await response.write(b": heartbeat\n\n")
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                break
+            pending = asyncio.ensure_future(anext(stream))
             payload = json.dumps(event.as_dict())
             await response.write(
                 f"id: {event.id}\nevent: {event.type}\ndata: {payload}\n\n".encode()
             )
     except ConnectionResetError:
         pass
+    finally:
+        pending.cancel()
+        await asyncio.wait({pending})  # the generator must be idle before it is closed
+        await stream.aclose()
     return response
 
 
