@@ -1,8 +1,9 @@
 """Session pod benchmarks against the WhatsApp Web double (real pod process, real Chromium).
 
 Prints: start-to-ready time of an already linked profile, /send_message latency (p50/p99)
-and throughput through one session, and the PSS of the Chromium process tree idle and
-after N messages. Run from the repository root:
+and throughput through one session, and the PSS of the whole pod (the Python process, the
+Playwright driver and every Chromium process) idle and after N messages. Run from the
+repository root:
     python -m benchmarks.session_pod_bench [--messages 1000]
 """
 
@@ -34,13 +35,18 @@ def pss_mb(processes: list[psutil.Process]) -> float:
     return total / 2**20
 
 
-def chromium_tree(pod: SessionPod) -> list[psutil.Process]:
-    return [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if "chromium" in " ".join(p.info["cmdline"] or [])
-        and str(pod.data_dir) in " ".join(p.info["cmdline"] or [])
-    ]
+def pod_memory(pod: SessionPod) -> str:
+    """PSS of every process of the pod, by part: what the kernel bills the pod for."""
+    root = psutil.Process(pod.program.pid)
+    parts: dict[str, list[psutil.Process]] = {"python": [root], "driver": [], "chromium": []}
+    for child in root.children(recursive=True):
+        name = child.name()
+        part = "chromium" if "chrom" in name else "driver" if name.startswith("node") else "python"
+        parts[part].append(child)
+    sizes = {part: pss_mb(processes) for part, processes in parts.items()}
+    counts = {part: len(processes) for part, processes in parts.items()}
+    detail = ", ".join(f"{part} {sizes[part]:.0f} MB ({counts[part]} proc)" for part in parts)
+    return f"whole pod {sum(sizes.values()):.0f} MB PSS: {detail}"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -76,10 +82,7 @@ def main() -> None:
         )
 
         time.sleep(5)
-        print(
-            f"idle PSS: chromium tree {pss_mb(chromium_tree(pod)):.0f} MB, "
-            f"pod process {pss_mb([psutil.Process(pod.program.pid)]):.0f} MB"
-        )
+        print(f"idle: {pod_memory(pod)}")
 
         body = {"location_identifier": "bench", "receiver_phone": receiver, "message": "bench"}
         latencies = []
@@ -107,11 +110,7 @@ def main() -> None:
                 )
             )
         print(f"/send_message 8 concurrent x200: {200 / (time.monotonic() - started):.0f} msg/s")
-        print(
-            f"PSS after {args.messages + 200} messages: chromium tree "
-            f"{pss_mb(chromium_tree(pod)):.0f} MB, pod process "
-            f"{pss_mb([psutil.Process(pod.program.pid)]):.0f} MB"
-        )
+        print(f"after {args.messages + 200} messages: {pod_memory(pod)}")
         pod.stop()
     finally:
         double_program.stop()

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
 
-from .delivery import STATUSES, IdempotencyConflict, IdempotencyMismatch, Outbox
+from .delivery import STATUSES, IdempotencyMismatch, Outbox
 from .driver import DriverError
 from .logs import get_logger
-from .messenger import Messenger
+from .messenger import Messenger, OutcomePending, SendOutcomeUnknown
 from .metrics import Metrics
 from .qr import qr_png
-from .session import NotReady, Session, UnknownNumber, phone_of
+from .session import NotReady, NumberUnchecked, Session, UnknownNumber, phone_of
 from .states import SessionState
 from .validation import (
     ApiError,
@@ -53,6 +54,12 @@ def failed(message: str, exc: Exception) -> ApiError:
     return ApiError(500, message, error=str(exc))
 
 
+def retry_later(status: int, message: str) -> ApiError:
+    error = ApiError(status, message)
+    error.headers["Retry-After"] = "5"
+    return error
+
+
 async def login(request: web.Request) -> web.Response:
     session = request.app[SESSION]
     location = location_identifier(await json_object(request), session.settings.location_id)
@@ -82,9 +89,26 @@ async def send_message(request: web.Request) -> web.Response:
     key = idempotency_key(body, request.headers)
     try:
         answer, replayed = await request.app[MESSENGER].send(chat_id, text, key)
-    except IdempotencyConflict:
-        raise ApiError(
-            409, "A request with this idempotency key is in progress or was interrupted"
+    except OutcomePending:
+        await session.login()  # a stopped session must start again to check it
+        raise retry_later(
+            409,
+            "The message sent with this idempotency key is being checked in WhatsApp, "
+            "retry later with the same key",
+        ) from None
+    except SendOutcomeUnknown as exc:
+        if key is None:
+            raise failed("Error sending message", exc) from exc
+        raise retry_later(
+            503,
+            "WhatsApp Web stopped answering during the send; it is being checked, "
+            "retry with the same idempotency key",
+        ) from exc
+    except NumberUnchecked:
+        raise retry_later(
+            503,
+            f"Could not check whether the number {phone_of(chat_id)} is on WhatsApp, "
+            "try again later",
         ) from None
     except IdempotencyMismatch:
         raise ApiError(422, "This idempotency key was used for a different message") from None
@@ -98,7 +122,7 @@ async def send_message(request: web.Request) -> web.Response:
     except DriverError as exc:
         raise failed("Error sending message", exc) from exc
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return web.json_response(answer, headers=headers)
+    return web.json_response(answer, status=200 if answer["success"] else 500, headers=headers)
 
 
 async def chats(request: web.Request) -> web.Response:
@@ -181,18 +205,36 @@ async def events(request: web.Request) -> web.StreamResponse:
         0,
         2**62,
     )
+    # A comment line this often while nothing happens: a client with a read timeout tells a
+    # quiet session from a dead connection (a half-open one never says it is closed).
+    heartbeat = int_param(request.query, "heartbeat", 15, 1, 300)
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     await response.prepare(request)
+    stream = aiter(session.bus.subscribe(after))
+    pending = asyncio.ensure_future(anext(stream))
     try:
-        async for event in session.bus.subscribe(after):
+        while True:
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+            if not done:
+                await response.write(b": heartbeat\n\n")
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                break
+            pending = asyncio.ensure_future(anext(stream))
             payload = json.dumps(event.as_dict())
             await response.write(
                 f"id: {event.id}\nevent: {event.type}\ndata: {payload}\n\n".encode()
             )
     except ConnectionResetError:
         pass
+    finally:
+        pending.cancel()
+        await asyncio.wait({pending})  # the generator must be idle before it is closed
+        await stream.aclose()
     return response
 
 

@@ -13,12 +13,14 @@ from aiohttp import web
 from .api import MESSENGER, METRICS, OUTBOX, SESSION, add_routes
 from .backup_schedule import BackupSchedule
 from .config import Settings
-from .delivery import IdempotencyStore, MessageLedger, Outbox, OutboxError, RateLimiter
+from .delivery import IdempotencyStore, Inbox, MessageLedger, Outbox, OutboxError, RateLimiter
+from .delivery.store import Database
 from .events import EventBus, SessionEvent
 from .messenger import Messenger
 from .metrics import Metrics
 from .middleware import REQUEST_METRICS, seed_errors
 from .session import Session
+from .tasks import Supervised
 from .validation import MAX_BODY_BYTES
 
 
@@ -27,16 +29,37 @@ def create_app(settings: Settings) -> web.Application:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(settings.location_id)
     bus = EventBus()
-    session = Session(settings, bus, metrics, BackupSchedule(settings, bus))
-    outbox = Outbox(settings.delivery_db, settings.location_id, settings.webhooks)
+    tasks = Supervised(metrics)
+    db = Database.open(settings.delivery_db, "")
+    outbox = Outbox(db, settings.location_id, settings.webhooks)
+    inbox = Inbox(db, outbox, lambda message: bus.publish("message", message, durable=True))
+
+    def on_message(message: dict[str, object]) -> None:
+        try:
+            inbox.accept(message)
+        except OutboxError as exc:
+            session.fail(f"delivery database unusable: {exc}")
+
+    session = Session(
+        settings,
+        bus,
+        metrics,
+        BackupSchedule(settings, bus),
+        on_message,
+        lambda wa_id, ack, chat: messenger.on_ack(wa_id, ack, chat),
+    )
     messenger = Messenger(
         session,
-        MessageLedger(settings.delivery_db),
-        IdempotencyStore(settings.delivery_db),
+        MessageLedger(db),
+        IdempotencyStore(db),
+        inbox,
         RateLimiter(settings.send_rate_per_minute),
+        tasks,
     )
 
     def to_outbox(event: SessionEvent) -> None:
+        if event.durable:
+            return
         try:
             outbox.enqueue(event.type, event.data)
         except OutboxError as exc:
@@ -63,11 +86,16 @@ def create_app(settings: Settings) -> web.Application:
         bus.close()
 
     async def stop(_: web.Application) -> None:
-        await messenger.watchdog.stop()
-        await session.close()
-        await outbox.stop(drain_timeout=2)
-        for store in (outbox, messenger.ledger, messenger.idempotency):
-            store.close()
+        """Every step runs even when one before it fails (the final backup, say)."""
+        try:
+            await messenger.watchdog.stop()
+            await session.close()
+        finally:
+            try:
+                await tasks.close()
+                await outbox.stop(drain_timeout=2)
+            finally:
+                db.close()
 
     app.on_startup.append(start)
     app.on_shutdown.append(end_streams)

@@ -87,7 +87,8 @@ class BackupSchedule:
                 record = await self._manager.backup(
                     self._settings.profile_dir, self._settings.whatsapp_web_url
                 )
-            except (StoreError, SnapshotError) as exc:
+            except (StoreError, SnapshotError, OSError) as exc:
+                # Reported and left for the next trigger: the schedule goes on.
                 log.error("backup failed", trigger=trigger, error=str(exc))
                 self._bus.publish("backup_failed", {"trigger": trigger, "error": str(exc)})
                 return None
@@ -121,10 +122,18 @@ class BackupSchedule:
         return deleted
 
     async def _back_up_while_ready(self, sync_finished: SyncFinished) -> None:
-        # wa-js has no event for the end of the history sync: poll its progress.
-        while not await sync_finished():  # noqa: ASYNC110
+        # wa-js has no event for the end of the history sync: poll its progress, for at most
+        # SYNC_MAX_WAIT_SECONDS (its progress can stay null, and "in progress" then never
+        # ends: wa-js issue #2734).
+        deadline = asyncio.get_running_loop().time() + self._settings.sync_max_wait
+        trigger = "initial sync finished"
+        while not await sync_finished():
+            if asyncio.get_running_loop().time() >= deadline:
+                trigger = "initial sync did not report its end"
+                log.warning("history sync never reported its end; backing up anyway")
+                break
             await asyncio.sleep(self._settings.sync_poll_interval)
-        await self.backup("initial sync finished")
+        await self.backup(trigger)
         while True:
             await asyncio.sleep(self._settings.storage.interval_seconds)
             await self.backup("periodic")

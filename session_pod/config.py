@@ -39,6 +39,12 @@ class Settings:
     health_check_interval: float = 5.0
     sync_poll_interval: float = 1.0
     send_rate_per_minute: float = 60.0
+    send_wait: float = 10.0
+    send_mark_is_read: bool = False
+    send_link_preview: bool = False
+    send_detect_mentioned: bool = False
+    sync_max_wait: float = 120.0
+    qr_reload_selector: str = "[data-ref] button"
     storage: StorageSettings = field(default_factory=StorageSettings)
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings(base_url=None))
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
@@ -53,12 +59,29 @@ class Settings:
         """The outbox, message ledger and idempotency keys (SQLite, on the pod's volume)."""
         return self.data_dir / "delivery.db"
 
+    def send_options(self) -> dict[str, bool]:
+        """wa-js SendMessageOptions for automatic messages: its defaults mark the customer's
+        chat as read, fetch a link preview over the network and parse mentions
+        (src/chat/defaultSendMessageOptions.ts); a booking reminder wants none of that."""
+        return {
+            "markIsRead": self.send_mark_is_read,
+            "linkPreview": self.send_link_preview,
+            "detectMentioned": self.send_detect_mentioned,
+        }
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
         location = env.get("LOCATION_ID", "").strip()
         if not location:
             raise ConfigError("LOCATION_ID is required: the location this pod serves")
+        call_timeout = env_number(env, "CALL_TIMEOUT_SECONDS", cls.call_timeout, minimum=0.1)
+        send_wait = env_number(env, "SEND_WAIT_SECONDS", cls.send_wait, minimum=0.1)
+        if send_wait >= call_timeout:
+            raise ConfigError(
+                f"SEND_WAIT_SECONDS ({send_wait:g}) must be below CALL_TIMEOUT_SECONDS"
+                f" ({call_timeout:g}): the page answers a send within the first"
+            )
         return cls(
             location_id=location,
             host=env.get("HOST", cls.host),
@@ -70,7 +93,7 @@ class Settings:
             chromium_path=env.get("CHROMIUM_PATH", cls.chromium_path),
             device_name=env.get("DEVICE_NAME", cls.device_name),
             archive_after_send=env_bool(env, "ARCHIVE_AFTER_SEND", cls.archive_after_send),
-            call_timeout=env_number(env, "CALL_TIMEOUT_SECONDS", cls.call_timeout, minimum=0.1),
+            call_timeout=call_timeout,
             health_timeout=env_number(
                 env, "HEALTH_TIMEOUT_SECONDS", cls.health_timeout, minimum=0.1
             ),
@@ -91,6 +114,12 @@ class Settings:
             send_rate_per_minute=env_number(
                 env, "SEND_RATE_PER_MINUTE", cls.send_rate_per_minute, minimum=0
             ),
+            send_wait=send_wait,
+            send_mark_is_read=env_bool(env, "SEND_MARK_IS_READ", cls.send_mark_is_read),
+            send_link_preview=env_bool(env, "SEND_LINK_PREVIEW", cls.send_link_preview),
+            send_detect_mentioned=env_bool(env, "SEND_DETECT_MENTIONED", cls.send_detect_mentioned),
+            sync_max_wait=env_number(env, "SYNC_MAX_WAIT_SECONDS", cls.sync_max_wait, minimum=0),
+            qr_reload_selector=env.get("QR_RELOAD_SELECTOR", cls.qr_reload_selector),
             storage=StorageSettings.from_env(env),
             webhooks=WebhookSettings.from_env(env),
             watchdog=WatchdogSettings.from_env(env),

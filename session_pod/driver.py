@@ -40,6 +40,9 @@ CHROMIUM_ARGS = [
 ]
 
 
+LAUNCH_SLACK_SECONDS = 15
+
+
 class DriverError(RuntimeError):
     """A WhatsApp Web call failed, timed out, or there is no page to call."""
 
@@ -109,9 +112,14 @@ class WhatsAppWebDriver:
         return self._page is not None
 
     async def launch(self) -> None:
-        """Starts Chromium on the profile and opens WhatsApp Web; `attached` follows."""
+        """Starts Chromium on the profile and opens WhatsApp Web; `attached` follows. A launch
+        that does not finish within LOAD_TIMEOUT_SECONDS (+15 s to start the browser) fails:
+        Playwright can lose track of a browser killed mid-launch and never answer."""
+        limit = self._settings.load_timeout + LAUNCH_SLACK_SECONDS
         try:
-            await self._launch()
+            await asyncio.wait_for(self._launch(), limit)
+        except TimeoutError:
+            raise DriverError(f"browser launch did not finish within {limit:g}s") from None
         except PlaywrightError as exc:
             raise DriverError(f"browser launch failed: {_first_line(exc.message)}") from None
 
@@ -127,6 +135,9 @@ class WhatsAppWebDriver:
             headless=True,
             args=CHROMIUM_ARGS,
             user_agent=user_agent,
+            # As wa-js's tools and WPPConnect do: WhatsApp Web's service worker serves a cached
+            # app and holds caches we never back up.
+            service_workers="block",
         )
         self._context = context
         context.on("close", lambda _: self._report_dead("browser closed"))
@@ -154,12 +165,27 @@ class WhatsAppWebDriver:
             except (TimeoutError, PlaywrightError) as exc:
                 log.warning("browser did not close cleanly, killing it", error=str(exc))
         if playwright is not None:
-            await playwright.stop()
+            try:
+                await asyncio.wait_for(playwright.stop(), 10)
+            except (TimeoutError, PlaywrightError) as exc:
+                log.warning("Playwright did not stop cleanly", error=str(exc) or "timeout")
 
     async def call(self, command: str, *args: Any) -> Any:
         """Runs one bridge command; operations of the session run one at a time."""
         async with self._lock:
             return await self._evaluate(command, args, self._settings.call_timeout)
+
+    async def reload_qr(self) -> None:
+        """Clicks the QR's reload button: current WhatsApp Web has no Cmd.refreshQR (wa-js
+        conn.refreshQR fails), and WPPConnect gets a new code the same way."""
+        async with self._lock:
+            page = self._page
+            if page is None:
+                raise DriverError("the browser is not running")
+            try:
+                await page.click(self._settings.qr_reload_selector, timeout=5000)
+            except PlaywrightError as exc:
+                raise DriverError(_first_line(exc.message)) from None
 
     async def ping(self) -> bool:
         """Does the page still answer within the health timeout? Not queued behind commands."""

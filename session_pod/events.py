@@ -27,6 +27,7 @@ class SessionEvent:
     type: str
     data: dict[str, Any]
     at: float = field(default_factory=time.time)
+    durable: bool = False  # already in the webhook outbox (a customer message)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "at": self.at, "data": self.data}
@@ -45,13 +46,20 @@ class EventBus:
         """Called synchronously for every event, before any stream sees it."""
         self._listeners.append(listener)
 
-    def publish(self, type_: str, data: dict[str, Any] | None = None) -> SessionEvent:
-        event = SessionEvent(next(self._ids), type_, data or {})
+    def publish(
+        self, type_: str, data: dict[str, Any] | None = None, durable: bool = False
+    ) -> SessionEvent:
+        """`durable`: the event's webhook was queued by whoever publishes it."""
+        event = SessionEvent(next(self._ids), type_, data or {}, durable=durable)
         self._history.append(event)
         safe = {k: ("<redacted>" if k in SECRET_KEYS else v) for k, v in event.data.items()}
         log.info("event", event=type_, event_id=event.id, data=safe)
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception:
+                # One broken listener must not keep the event from the others and the streams.
+                log.exception("event listener failed", event=type_, event_id=event.id)
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait(event)

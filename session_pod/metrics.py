@@ -31,6 +31,18 @@ class Metrics:
         self.events = Counter(
             "wa_session_events", "Session events published", ["event"], registry=self.registry
         )
+        self.task_failures = Counter(
+            "wa_background_task_failures",
+            "Background tasks (ack recording, resolving sends, catch-up) that raised",
+            ["task"],
+            registry=self.registry,
+        )
+        self.send_outcomes = Counter(
+            "wa_send_outcomes",
+            "Send attempts by outcome: sent, failed (refused by WhatsApp), queued, unknown",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.requests = Counter(
             "wa_http_requests", "HTTP requests served", ["route", "status"], registry=self.registry
         )

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,21 @@ class NotReady(RuntimeError):
 
 class UnknownNumber(ValueError):
     """The receiver is not registered on WhatsApp."""
+
+
+class NumberUnchecked(RuntimeError):
+    """WhatsApp could not be asked whether the receiver is registered (offline, server error):
+    not a reason to drop the customer."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What WhatsApp Web said of one send: `result` is wa-js's messageSendResult (`OK`,
+    `ERROR_NETWORK`, ...), or None while the message waits in WhatsApp Web's queue."""
+
+    id: str
+    ack: int
+    result: str | None
 
 
 @dataclass(frozen=True)
@@ -63,9 +79,19 @@ def phone_of(wid: str) -> str:
 
 class Session:
     def __init__(
-        self, settings: Settings, bus: EventBus, metrics: Metrics, backups: BackupSchedule
+        self,
+        settings: Settings,
+        bus: EventBus,
+        metrics: Metrics,
+        backups: BackupSchedule,
+        on_message: Callable[[dict[str, Any]], object],
+        on_ack: Callable[[str, int, str | None], object],
     ) -> None:
+        """`on_message` gets every message the page reports (the inbox keeps the customers'),
+        `on_ack(message id, ack, chat)` every ack of every message."""
         self.settings = settings
+        self._on_message = on_message
+        self._on_ack = on_ack
         self.bus = bus
         self.metrics = metrics
         self.backups = backups
@@ -73,6 +99,7 @@ class Session:
         self.driver = WhatsAppWebDriver(settings, self._on_bridge, self._on_browser_dead)
         self.phone: str | None = None
         self.qr: QrCode | None = None
+        self._idle_code: str | None = None  # a code that went idle is never shown again
         self.last_error: str | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._browser_dead = asyncio.Event()
@@ -111,7 +138,7 @@ class Session:
                 await self.start()
             elif self.state == S.QR_REQUIRED and self.qr is None:
                 with contextlib.suppress(DriverError):
-                    await self.driver.call("refreshQR")
+                    await self.driver.reload_qr()
 
     async def logout(self) -> None:
         """Unlinks the device, closes the browser, forgets the login here and in the backups."""
@@ -149,17 +176,50 @@ class Session:
         if self.state != S.READY:
             raise NotReady(str(self.state))
 
-    async def send_text(self, chat_id: str, text: str) -> dict[str, Any]:
-        """Checks that the number exists, then sends: `{id, ack, chat_id}`."""
+    async def check_number(self, chat_id: str) -> str:
+        """The receiver's WhatsApp id; UnknownNumber or NumberUnchecked otherwise."""
         self.require_ready()
-        found = await self.driver.call("numberExists", chat_id)
-        if not found:
+        found = await self.driver.call("checkNumber", chat_id)
+        if found is None:
             raise UnknownNumber(chat_id)
+        if found.get("unchecked"):
+            raise NumberUnchecked(chat_id)
+        return found["wid"]
+
+    async def prepare_send(self, wid: str) -> tuple[str, str]:
+        """(the chat WhatsApp Web sends to, maybe a @lid one; the id chosen for the message)."""
+        self.require_ready()
+        prepared = await self.driver.call("prepareSend", wid)
+        return prepared["chat"], prepared["id"]
+
+    async def send_prepared(self, chat: str, message_id: str, text: str) -> SendResult:
+        """Sends under the chosen id, waiting for WhatsApp's answer at most SEND_WAIT_SECONDS."""
+        self.require_ready()
         started = time.perf_counter()
-        sent = await self.driver.call("sendText", found, text)
+        sent = await self.driver.call(
+            "sendText",
+            chat,
+            text,
+            message_id,
+            self.settings.send_options(),
+            int(self.settings.send_wait * 1000),
+        )
         self.metrics.messages_sent.inc()
         self.metrics.send_seconds.observe(time.perf_counter() - started)
-        return {"id": sent["id"], "ack": sent["ack"], "chat_id": found}
+        return SendResult(sent["id"], sent["ack"], sent["result"])
+
+    async def find_message(self, message_id: str) -> dict[str, Any] | None:
+        """The message as WhatsApp Web has it, or None when WhatsApp does not have it."""
+        self.require_ready()
+        return await self.driver.call("findMessage", message_id)
+
+    async def recent_chats(self, count: int) -> list[dict[str, Any]]:
+        self.require_ready()
+        return await self.driver.call("recentChats", count)
+
+    async def chat_messages(self, chat: str, count: int) -> list[dict[str, Any]]:
+        self.require_ready()
+        return await self.driver.call("chatMessages", chat, count)
 
     async def archive(self, chat_id: str) -> bool:
         """The seed archived each chat after sending; a failure here is not a failed send."""
@@ -182,11 +242,22 @@ class Session:
     # the supervisor ----------------------------------------------------------------------
 
     async def _supervise(self) -> None:
+        """Runs the browser for as long as the session lives. Whatever it did not expect
+        (a full disk while restoring, Playwright failing to stop) fails the session with the
+        reason, so liveness fails too: it never ends unobserved."""
         try:
-            await self.backups.restore()
+            await self._run_browser()
+        except asyncio.CancelledError:
+            raise
         except StoreError as exc:
             self.fail(f"backup storage error: {exc}")
-            return
+        except Exception as exc:
+            log.exception("session supervisor failed")
+            self.metrics.task_failures.labels("browser-supervisor").inc()
+            self.fail(f"unexpected error: {type(exc).__name__}: {exc}")
+
+    async def _run_browser(self) -> None:
+        await self.backups.restore()
         failures = 0
         while True:
             self._browser_dead.clear()
@@ -243,10 +314,8 @@ class Session:
 
     def _on_bridge(self, message: BridgeMessage) -> None:
         kind, data = message.type, message.data or {}
-        if kind == "conn.authenticated":
-            self._move(S.AUTHENTICATING, "QR code scanned")
-            self.bus.publish("authenticated", {"phone": self.phone})
-        elif kind == "conn.qrcode_idle":
+        if kind == "conn.qrcode_idle":
+            self._idle_code = self.qr.code if self.qr else self._idle_code
             self.qr = None
             self.bus.publish("qr_idle", {})
         elif kind == "conn.logout_reason":
@@ -255,14 +324,11 @@ class Session:
             self.phone, self.qr, self._linked = None, None, False
             self._move(S.QR_REQUIRED, "logged out remotely")
             self.bus.publish("disconnected", {"reason": "logout"})
-        elif kind == "chat.new_message" and not data.get("fromMe"):
-            self.bus.publish("message", data)
+        elif kind == "chat.new_message":
+            self._on_message(data)
         elif kind == "chat.msg_ack_change":
             for message_id in data.get("ids", []):
-                self.bus.publish(
-                    "message_ack",
-                    {"id": message_id, "ack": data.get("ack"), "chat": data.get("chat")},
-                )
+                self._on_ack(message_id, data.get("ack"), data.get("chat"))
         if message.snapshot is not None and kind != "conn.logout":
             self._apply(message.snapshot)
 
@@ -270,6 +336,8 @@ class Session:
         if snapshot.get("me"):
             self.phone = phone_of(snapshot["me"])
         code = snapshot.get("qr")
+        if code == self._idle_code:
+            code = None
         if code and (self.qr is None or self.qr.code != code):
             now = time.time()
             self.qr = QrCode(code, now, now + self.settings.qr_ttl)
@@ -300,6 +368,10 @@ class Session:
             "state",
             {"state": str(new), "previous": str(old), "reason": reason, "phone": self.phone},
         )
+        if old == S.QR_REQUIRED and new in (S.AUTHENTICATING, S.SYNCING, S.READY):
+            # The seed's `authenticated`: the QR was scanned. Not wa-js's conn.authenticated,
+            # which fires at main_loaded, maybe after MAIN (and never for a restored session).
+            self.bus.publish("authenticated", {"phone": self.phone})
         if new == S.READY:
             self.bus.publish("ready", {"phone": self.phone})
         elif new == S.DISCONNECTED:

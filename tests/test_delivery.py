@@ -26,7 +26,6 @@ from aiohttp import web
 from session_pod.config import ConfigError
 from session_pod.delivery import (
     AckWatchdog,
-    IdempotencyConflict,
     IdempotencyMismatch,
     IdempotencyStore,
     MessageLedger,
@@ -447,10 +446,22 @@ def test_a_failing_write_raises_at_enqueue_and_loses_nothing_accepted(tmp_path: 
 # --- message ledger -----------------------------------------------------------------------
 
 
+async def sent(
+    ledger: MessageLedger, wa_id: str, receiver: str, body: str, ack: int | None = None
+) -> MessageRecord:
+    """A message the pod sent and WhatsApp took: its id written first, then the outcome."""
+
+    def work(c: Any) -> MessageRecord:
+        ledger.begin_in(c, wa_id, receiver, receiver, body, must_deliver=False)
+        return ledger.finish_in(c, wa_id, "sent", ack)
+
+    return await ledger.db.run(work)
+
+
 def test_ledger_statuses_follow_acks(tmp_path: Path) -> None:
     async def scenario() -> None:
         ledger = MessageLedger(tmp_path / "pod.db")
-        record = await ledger.record("m1", "5491100000000@c.us", "hello", ack=0)
+        record = await sent(ledger, "m1", "5491100000000@c.us", "hello", ack=0)
         assert record.status == "pending" and record.body == "hello"
         assert record.body_sha256 == (
             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
@@ -464,7 +475,7 @@ def test_ledger_statuses_follow_acks(tmp_path: Path) -> None:
         assert [a.ack for a in (await ledger.get("m1")).acks] == [0, 1, 2, 1, -1, 4]
         assert await ledger.record_ack("unknown", 2) is None
 
-        await ledger.record("m2", "5491100000001@c.us", "bye", ack=1)
+        await sent(ledger, "m2", "5491100000001@c.us", "bye", ack=1)
         assert (await ledger.record_ack("m2", -1)).status == "failed"
         assert [r.id for r in await ledger.list(status="read")] == ["m1"]
         assert [r.id for r in await ledger.list(status="failed")] == ["m2"]
@@ -479,16 +490,57 @@ def test_ledger_statuses_follow_acks(tmp_path: Path) -> None:
 def test_a_resend_is_linked_to_the_first_message(tmp_path: Path) -> None:
     async def scenario() -> None:
         ledger = MessageLedger(tmp_path / "pod.db")
-        await ledger.record("m1", "chat@c.us", "hello", ack=1)
-        resent = await ledger.record_attempt("m1", "m1-b")
+        await sent(ledger, "m1", "chat@c.us", "hello", ack=1)
+        resent = await ledger.db.run(lambda c: ledger.add_attempt_in(c, "m1", "m1-b"))
         assert (resent.attempts, resent.current_id, resent.message_ids) == (
             2,
             "m1-b",
             ("m1", "m1-b"),
         )
+        assert resent.current_outcome == "unknown"
+        assert [a.wa_id for a in await ledger.unresolved()] == ["m1-b"]
         assert (await ledger.get("m1-b")).id == "m1"
         assert (await ledger.record_ack("m1", -1)).status == "sent"  # an old attempt's failure
         assert (await ledger.record_ack("m1-b", 2)).status == "received"
+        assert await ledger.unresolved() == []  # an ack proves the resend reached WhatsApp
+
+    run(scenario())
+
+
+def test_acks_find_the_message_whichever_way_whatsapp_names_the_chat(tmp_path: Path) -> None:
+    """Receipts may name a LID chat where the message went to a phone number (wa-js
+    registerAckMessageEvent.ts L47-68): the key id matches them."""
+
+    async def scenario() -> None:
+        ledger = MessageLedger(tmp_path / "pod.db")
+        await sent(ledger, "true_5491100000000@c.us_3EB0AA", "5491100000000@c.us", "hi", ack=1)
+        record = await ledger.record_ack("true_123456789012345@lid_3EB0AA", 2)
+        assert record is not None and record.id == "true_5491100000000@c.us_3EB0AA"
+        assert record.status == "received"
+        assert await ledger.record_ack("true_123456789012345@lid_3EB0BB", 2) is None
+
+    run(scenario())
+
+
+def test_an_attempt_ends_sent_or_failed_and_unknown_ones_are_listed(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ledger = MessageLedger(tmp_path / "pod.db")
+
+        def begin(wa_id: str, must: bool) -> Callable[[Any], MessageRecord]:
+            return lambda c: ledger.begin_in(c, wa_id, "r@c.us", "r@lid", "x", must_deliver=must)
+
+        first = await ledger.db.run(begin("a", True))
+        await ledger.db.run(begin("b", False))
+        assert (first.status, first.current_outcome, first.chat) == ("pending", "unknown", "r@lid")
+        assert [(a.wa_id, a.must_deliver) for a in await ledger.unresolved()] == [
+            ("a", True),
+            ("b", False),
+        ]
+        refused = await ledger.db.run(lambda c: ledger.finish_in(c, "b", "failed", None, "E"))
+        assert refused.status == "failed" and refused.body is None
+        assert [a.wa_id for a in await ledger.unresolved()] == ["a"]
+        with pytest.raises(ValueError):
+            await ledger.db.run(lambda c: ledger.finish_in(c, "a", "unknown"))
 
     run(scenario())
 
@@ -525,26 +577,44 @@ def test_the_same_key_sends_once_also_across_reopening(tmp_path: Path) -> None:
     assert all(a == answers[0] for a in answers) and again == answers[0] == stored
 
 
-def test_idempotency_conflicts_mismatches_failures_and_expiry(tmp_path: Path) -> None:
+def test_a_key_is_released_before_its_message_id_and_held_after(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = IdempotencyStore(tmp_path / "pod.db")
-        other_process = IdempotencyStore(tmp_path / "pod.db")
-        async with store.claim("k1") as claim:
-            assert claim.response is None
-            with pytest.raises(IdempotencyConflict):
-                async with other_process.claim("k1"):
-                    pass
-            await claim.complete({"ok": 1})
+        with pytest.raises(RuntimeError):
+            async with store.claim("k1"):
+                raise RuntimeError("not ready: nothing was sent")
+        async with store.claim("k1") as claim:  # released: the client may retry
+            assert (claim.response, claim.message_id) == (None, None)
+            await store._db.run(lambda c: store.bind_in(c, "k1", "true_x@c.us_3EB0"))
+        # A crash after the id was bound: the next claim gets that message to resolve.
+        restarted = IdempotencyStore(tmp_path / "pod.db")
+        async with restarted.claim("k1") as claim:
+            assert (claim.response, claim.message_id) == (None, "true_x@c.us_3EB0")
+            assert restarted._db.transact(lambda c: restarted.message_of(c, "true_x@c.us_3EB0"))
+            await restarted._db.run(lambda c: restarted.complete_in(c, "k1", {"ok": 1}))
+        async with restarted.claim("k1") as claim:
+            assert claim.response == {"ok": 1}
+        # An earlier process's reservation without an id sent nothing: it is taken over.
+        await restarted._db.run(
+            lambda c: c.execute(
+                "INSERT INTO idempotency_keys (key, request_hash, created_at) VALUES ('k2', '', ?)",
+                (time.time(),),
+            )
+        )
+        async with restarted.claim("k2") as claim:
+            assert (claim.response, claim.message_id) == (None, None)
+
+    run(scenario())
+
+
+def test_idempotency_mismatches_and_expiry(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = IdempotencyStore(tmp_path / "pod.db")
         with pytest.raises(IdempotencyMismatch):
             async with store.claim("k2", "a") as claim:
                 await claim.complete({"ok": 2})
             async with store.claim("k2", "b"):
                 pass
-        with pytest.raises(RuntimeError):
-            async with store.claim("k3"):
-                raise RuntimeError("send failed")
-        async with store.claim("k3") as claim:  # released: the client may retry
-            assert claim.response is None
         short = IdempotencyStore(tmp_path / "pod.db", ttl_seconds=0.1)
         await short.put("k4", {"ok": 4})
         assert await short.get("k4") == {"ok": 4}
@@ -558,16 +628,27 @@ def test_idempotency_conflicts_mismatches_failures_and_expiry(tmp_path: Path) ->
 
 
 class FakePod:
-    def __init__(self) -> None:
+    """The messenger's side of a resend, with WhatsApp taking every message at once."""
+
+    def __init__(self, ledger: MessageLedger) -> None:
+        self.ledger = ledger
         self.resent: list[MessageRecord] = []
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.fail_resend = False
 
     async def resend(self, record: MessageRecord) -> str | None:
         if self.fail_resend:
+            await self.ledger.record_attempt(record.id)
             raise RuntimeError("page crashed")
         self.resent.append(record)
-        return f"{record.id}-{record.attempts + 1}"
+        wa_id = f"{record.id}-{record.attempts + 1}"
+
+        def work(c: Any) -> None:
+            self.ledger.add_attempt_in(c, record.id, wa_id)
+            self.ledger.finish_in(c, wa_id, "sent", 1)
+
+        await self.ledger.db.run(work)
+        return wa_id
 
     def emit(self, type_: str, data: dict[str, Any]) -> None:
         self.events.append((type_, data))
@@ -575,13 +656,13 @@ class FakePod:
 
 def test_watchdog_resends_a_stalled_message_then_gives_up(tmp_path: Path) -> None:
     async def scenario() -> None:
-        pod = FakePod()
         ledger = MessageLedger(tmp_path / "pod.db")
+        pod = FakePod(ledger)
         dog = AckWatchdog(
             ledger, WatchdogSettings(deadline=60, max_attempts=3), pod.resend, pod.emit
         )
-        await ledger.record("m1", "chat@c.us", "hello", ack=1)
-        await ledger.record("ok", "chat@c.us", "fine", ack=1)
+        await sent(ledger, "m1", "chat@c.us", "hello", ack=1)
+        await sent(ledger, "ok", "chat@c.us", "fine", ack=1)
         await dog.on_ack("ok", 2)
         t = time.time()
 
@@ -612,12 +693,12 @@ def test_watchdog_resends_a_stalled_message_then_gives_up(tmp_path: Path) -> Non
 
 def test_watchdog_does_not_resend_once_the_resend_is_received(tmp_path: Path) -> None:
     async def scenario() -> None:
-        pod = FakePod()
         ledger = MessageLedger(tmp_path / "pod.db")
+        pod = FakePod(ledger)
         dog = AckWatchdog(
             ledger, WatchdogSettings(deadline=60, max_attempts=5), pod.resend, pod.emit
         )
-        await ledger.record("m1", "chat@c.us", "hello", ack=1)
+        await sent(ledger, "m1", "chat@c.us", "hello", ack=1)
         await dog.check(now=time.time() + 61)
         await dog.on_ack("m1-2", 2)
         await dog.check(now=time.time() + 1000)
@@ -628,10 +709,10 @@ def test_watchdog_does_not_resend_once_the_resend_is_received(tmp_path: Path) ->
 
 def test_watchdog_emits_message_failed_once_on_ack_minus_1(tmp_path: Path) -> None:
     async def scenario() -> None:
-        pod = FakePod()
         ledger = MessageLedger(tmp_path / "pod.db")
+        pod = FakePod(ledger)
         dog = AckWatchdog(ledger, WatchdogSettings(deadline=1), pod.resend, pod.emit)
-        await ledger.record("m1", "chat@c.us", "hello", ack=0)
+        await sent(ledger, "m1", "chat@c.us", "hello", ack=0)
         await dog.on_ack("m1", -1)
         await dog.on_ack("m1", -1)
         assert [kind for kind, _ in pod.events] == ["message_failed"]
@@ -644,9 +725,9 @@ def test_watchdog_emits_message_failed_once_on_ack_minus_1(tmp_path: Path) -> No
 
 def test_watchdog_loop_runs_every_interval(tmp_path: Path) -> None:
     async def scenario() -> None:
-        pod = FakePod()
         ledger = MessageLedger(tmp_path / "pod.db")
-        await ledger.record("m1", "chat@c.us", "hello", ack=1)
+        pod = FakePod(ledger)
+        await sent(ledger, "m1", "chat@c.us", "hello", ack=1)
         off = AckWatchdog(ledger, WatchdogSettings(enabled=False), pod.resend, pod.emit)
         off.start()
         dog = AckWatchdog(

@@ -19,6 +19,7 @@ from tests.support.operator import (
     patch_spec,
     pod_uid,
     session_manifest,
+    start_operator,
     wait_backup,
     wait_phase,
 )
@@ -51,24 +52,13 @@ def operator(
     s3_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    s3 = {**s3_server.env(), "S3_PREFIX": s3_prefix}
-    secrets = {k: v for k, v in s3.items() if k.startswith("AWS_")}
-    control_plane.kubectl(
-        "create",
-        "secret",
-        "generic",
-        "whatsapp-sessions",
-        "-n",
+    process = start_operator(
+        control_plane,
         namespace,
-        *(f"--from-literal={k}={v}" for k, v in secrets.items()),
+        double.session_env(),
+        {**s3_server.env(), "S3_PREFIX": s3_prefix},
+        tmp_path_factory.mktemp("operator") / "operator.log",
     )
-    pod_env = {
-        **{k: v for k, v in s3.items() if not k.startswith("AWS_")},
-        **double.session_env(),
-        "HEALTH_CHECK_INTERVAL_SECONDS": "1",
-    }
-    log_dir = tmp_path_factory.mktemp("operator")
-    process = OperatorProcess(control_plane, namespace, pod_env, s3, log_dir / "operator.log")
     yield process
     process.stop()
 

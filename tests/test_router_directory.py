@@ -77,3 +77,33 @@ def test_a_moved_pod_is_followed_and_locations_stay_apart() -> None:
     assert directory.route("13").pod.ip == "127.0.0.7"  # type: ignore[union-attr]
     assert directory.route("14").pod.ip == "127.0.0.3"  # type: ignore[union-attr]
     assert directory.route("Shop 13").verdict is Verdict.UNKNOWN
+
+
+def named(name: str, location: str, created: str, phase: str | None = None) -> SessionRecord:
+    return SessionRecord.from_object(
+        {
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"locationId": location},
+            "status": {"phase": phase} if phase else {},
+        }
+    )
+
+
+def test_a_duplicate_resource_of_a_location_is_never_the_one_routed_to() -> None:
+    directory = Directory()
+    owner = named("shop", "42", "2026-01-01T00:00:00Z", "Ready")
+    directory.replace("sessions", [owner])
+    # The copy arrives before the operator marks it; the older resource stays the location's.
+    directory.apply("sessions", "ADDED", named("shop-copy", "42", "2026-01-02T00:00:00Z"))
+    assert directory.session("42") == owner
+    # Marked Conflict, it stays ignored even when it would sort first by age.
+    older_copy = named("aaa-copy", "42", "2025-12-31T00:00:00Z", "Conflict")
+    directory.apply("sessions", "ADDED", older_copy)
+    assert directory.session("42") == owner
+    # The owner deleted: the next resource is the location's; the last one gone, none is.
+    directory.apply("sessions", "DELETED", owner)
+    assert directory.session("42").name == "shop-copy"
+    directory.apply("sessions", "DELETED", named("shop-copy", "42", ""))
+    assert directory.session("42") == older_copy
+    directory.apply("sessions", "DELETED", older_copy)
+    assert directory.session("42") is None and directory.route("42").verdict is Verdict.UNKNOWN

@@ -149,22 +149,6 @@ def test_an_unknown_number_is_a_clear_400(pod: SessionPod) -> None:
     }
 
 
-def test_a_failed_send_is_a_500_in_the_seed_shape(
-    pod: SessionPod, double: Double, phone: str
-) -> None:
-    receiver = new_phone()
-    double.register(receiver)
-    double.control("POST", f"/phones/{phone}/fail_sends", {"count": 1})
-    response = pod.post(
-        "/send_message", {"location_identifier": "13", "receiver_phone": receiver, "message": "x"}
-    )
-    assert response.status_code == 500
-    body = response.json()
-    assert body["success"] is False and body["message"] == "Error sending message"
-    assert body["error"]
-    assert pod.status()["state"] == "ready"
-
-
 def test_metrics_and_health(pod: SessionPod) -> None:
     assert pod.get("/healthz").json() == {"ok": True, "detail": "ready"}
     assert pod.get("/readyz").status_code == 200

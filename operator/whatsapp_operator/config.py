@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from session_pod.envvars import ConfigError, env_int
+from session_pod.envvars import ConfigError, env_int, env_number
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,15 @@ class OperatorConfig:
     session_port: int = 8093
     # How long a dead replica's peering record counts; the standby takes over after it.
     peering_lifetime_seconds: int = 60
+    # Every Kubernetes API call: at most this long, on at most this many threads at once.
+    api_timeout_seconds: float = 10.0
+    api_workers: int = 8
+    # A pod's /events stream that sends nothing (not even its heartbeat) for this long is dead.
+    events_read_timeout_seconds: float = 30.0
+    # Kubernetes Events of phase changes per resource and minute; the rest are counted.
+    events_per_minute: int = 6
+    # Prometheus metrics on this port (0: none).
+    metrics_port: int = 0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -42,6 +51,15 @@ class OperatorConfig:
             peering_lifetime_seconds=env_int(
                 env, "PEERING_LIFETIME_SECONDS", cls.peering_lifetime_seconds, 1
             ),
+            api_timeout_seconds=env_number(
+                env, "API_TIMEOUT_SECONDS", cls.api_timeout_seconds, 0.1
+            ),
+            api_workers=env_int(env, "API_WORKERS", cls.api_workers, 1),
+            events_read_timeout_seconds=env_number(
+                env, "EVENTS_READ_TIMEOUT_SECONDS", cls.events_read_timeout_seconds, 0.1
+            ),
+            events_per_minute=env_int(env, "EVENTS_PER_MINUTE", cls.events_per_minute, 1),
+            metrics_port=env_int(env, "METRICS_PORT", cls.metrics_port, 0),
         )
 
 

@@ -1,26 +1,38 @@
-"""kopf handlers of the WhatsAppSession resource: `kopf run -m whatsapp_operator.handlers`."""
+"""kopf handlers: `kopf run -m whatsapp_operator.handlers`. Each is small and calls one
+module; configuration and clients are made at startup and shared through `memo`.
+
+The cache (cache.py, kept current by kopf's watches) stands in for every read: of the
+location's StatefulSet and Service, of the resources per location."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from . import GROUP, PLURAL, VERSION
+from .cache import Cache
 from .config import OperatorConfig
-from .kube import Kube
+from .followers import Followers, PodSeen
+from .kube import Api, Kube, Unreachable, handler_error
+from .manifests import APP, LOCATION_LABEL
+from .metrics import serve
 from .naming import session_name
+from .notices import Notices
 from .reconcile import reconcile
 from .removal import apply_deletion_policy
-from .status import follow
+from .resource import Resource, Seen
 
-CONFIG = OperatorConfig.from_env()
-KUBE = Kube()
+OURS = {"app.kubernetes.io/name": APP}
+KINDS = ("StatefulSet", "Service")
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """The project's own annotation prefix and finalizer; short watch timeouts."""
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """The project's annotation prefix and finalizer, timeouts; the clients, once."""
+    config = OperatorConfig.from_env()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -29,40 +41,148 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.scanning.disabled = True  # no cluster-wide CRD watch: namespaced permissions only
     settings.watching.server_timeout = 60
     settings.watching.client_timeout = 70
-    settings.posting.level = 20  # INFO: an Event for every transition
-    settings.peering.lifetime = CONFIG.peering_lifetime_seconds
+    settings.networking.request_timeout = config.api_timeout_seconds
+    settings.posting.level = 20  # INFO: Events of transitions (rate-limited in notices.py)
+    settings.peering.lifetime = config.peering_lifetime_seconds
+    api = Api(Kube(), config.api_workers, config.api_timeout_seconds)
+    notices = Notices(config.events_per_minute)
+    followers = Followers(api, config, notices)
+    await followers.start()
+    memo.config, memo.api, memo.notices, memo.followers = config, api, notices, followers
+    memo.cache = Cache(api)
+    memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
+    if config.metrics_port:
+        serve(config.metrics_port)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.followers.close()
+    memo.api.close()
+
+
+def seen_objects(cache: Cache, name: str) -> dict[str, Seen | None]:
+    return {kind: cache.seen(kind, name) for kind in KINDS}
+
+
+async def run_reconcile(
+    memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool = False
+) -> dict[str, Any]:
+    """Reconciles one resource, tells the followers who owns the location, and returns the
+    status fields to set."""
+    try:
+        outcome = await reconcile(memo.api, memo.config, memo.notices, resource, seen, force)
+    except (ApiException, Unreachable) as exc:
+        raise handler_error(exc, f"reconciling {resource.name}") from exc
+    for now in outcome.seen:
+        memo.versions[(now.kind or "", now.name)] = now.version
+    if outcome.owned:
+        memo.followers.own(resource, outcome.status)
+    else:
+        memo.followers.release(resource)
+    return outcome.status
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def apply_spec(
-    spec: kopf.Spec,
-    namespace: str,
-    body: kopf.Body,
-    meta: kopf.Meta,
-    patch: kopf.Patch,
-    **_: Any,
+async def apply_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    resource = Resource.of(body)
+    await memo.cache.ready(resource.namespace)
+    seen = seen_objects(memo.cache, session_name(resource.location))
+    status = await run_reconcile(memo, resource, seen)
+    # Only what differs: a resume of an unchanged resource sends no status patch.
+    patch.status.update({k: v for k, v in status.items() if resource.status.get(k) != v})
+
+
+@kopf.on.event("v1", "pods", labels=OURS)
+async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Starts or stops the location's follower: the only way the operator learns of pods."""
+    label = (body.metadata.labels or {}).get(LOCATION_LABEL)
+    if label:
+        running = PodSeen.running(body, memo.config.session_port)
+        memo.followers.pod(label, None if type == "DELETED" else running)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def session_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    memo.cache.session_event(type, body)
+
+
+@kopf.on.event("apps", "v1", "statefulsets")
+@kopf.on.event("v1", "services")
+async def owned_object_changed(
+    type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
-    patch.status.update(
-        await reconcile(KUBE, CONFIG, dict(spec), namespace, body, meta["generation"])
+    """Drift: a location's object deleted, or edited by hand, is put back at once."""
+    seen = memo.cache.object_event(type, body)
+    label = (body.metadata.labels or {}).get(LOCATION_LABEL)
+    if label is None or (body.metadata.labels or {}).get("app.kubernetes.io/name") != APP:
+        return
+    resources = [r for r in memo.cache.location(label) if not r.deleting]
+    owner = [r for r in resources if r.uid == seen.owner_uid]
+    objects = seen_objects(memo.cache, seen.name)
+    if type == "DELETED":
+        memo.versions.pop((seen.kind, seen.name), None)
+        # The owner takes it back; with no owner left, the oldest other resource may claim it.
+        for resource in owner or sorted(resources, key=lambda r: (r.created, r.name)):
+            await redo(memo, resource, {**objects, seen.kind: None}, force=False)
+    elif type == "MODIFIED" and owner:
+        known = memo.versions.get((seen.kind, seen.name))
+        if known is not None and known != seen.version:  # a change this operator did not make
+            await redo(memo, owner[0], {**objects, seen.kind: seen}, force=True)
+
+
+async def redo(
+    memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool
+) -> None:
+    """A reconcile outside kopf's resource handlers: it writes the status itself."""
+    status = await run_reconcile(memo, resource, seen, force)
+    await memo.api.call(
+        "patch status",
+        memo.api.kube.custom.patch_namespaced_custom_object_status,
+        GROUP,
+        VERSION,
+        resource.namespace,
+        PLURAL,
+        resource.name,
+        {"status": status},
     )
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5)
-async def mirror_status(
-    stopped: kopf.DaemonStopped,
-    spec: kopf.Spec,
-    name: str,
-    namespace: str,
-    body: kopf.Body,
-    **_: Any,
-) -> None:
-    pod = f"{session_name(spec['locationId'])}-0"
-    await follow(KUBE, body, namespace, name, pod, CONFIG.session_port, stopped)
-
-
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def delete(spec: kopf.Spec, namespace: str, logger: kopf.Logger, **_: Any) -> None:
-    pod = f"{session_name(spec['locationId'])}-0"
-    await apply_deletion_policy(KUBE, dict(spec), namespace, pod, CONFIG.session_port, logger)
+async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    resource = Resource.of(body)
+    await memo.cache.ready(resource.namespace)
+    try:  # read, not cached: what is removed must depend on who owns the location now
+        statefulset = await read_statefulset(memo.api, resource)
+    except (ApiException, Unreachable) as exc:
+        raise handler_error(exc, f"reading the StatefulSet of {resource.name}") from exc
+    others = [r for r in memo.cache.location(resource.label) if r.uid != resource.uid]
+    address = memo.followers.address(resource.label)
+    memo.followers.release(resource)
+    memo.notices.forget(resource)
+    await apply_deletion_policy(
+        resource,
+        statefulset.owner_uid if statefulset else None,
+        len(others),
+        address,
+        logger,
+    )
+
+
+async def read_statefulset(api: Api, resource: Resource) -> Seen | None:
+    name = session_name(resource.location)
+    try:
+        obj = await api.call(
+            "read StatefulSet",
+            api.kube.apps.read_namespaced_stateful_set,
+            name,
+            resource.namespace,
+            _preload_content=False,
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return Seen.of({**json.loads(obj.data), "kind": "StatefulSet"})

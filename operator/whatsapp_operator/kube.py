@@ -1,15 +1,25 @@
-"""The operator's calls to the Kubernetes API (synchronous client: call them in a thread)."""
+"""The Kubernetes API clients. `Kube` holds the synchronous clients (the router uses them in
+its watch threads); `Api` is how the operator calls them: on its own bounded executor, each
+call with a timeout, counted, and its failures turned into kopf's error types by handlers."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import functools
+from collections.abc import Callable
 from typing import Any
 
+import kopf
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
-from . import GROUP, PLURAL, VERSION
+from .metrics import API_CALLS
 
 FIELD_MANAGER = "whatsapp-operator"
+# Worth retrying: conflicts of concurrent writers, throttling, the server's own failures.
+TEMPORARY_STATUSES = {409, 429, 500, 502, 503, 504}
 
 
 class Kube:
@@ -23,35 +33,52 @@ class Kube:
         self.apps = client.AppsV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
-    def apply(self, manifest: dict[str, Any]) -> None:
-        """Server-side apply: creates the object or makes it match, owning its fields."""
-        meta = manifest["metadata"]
-        patch = {
-            "StatefulSet": self.apps.patch_namespaced_stateful_set,
-            "Service": self.core.patch_namespaced_service,
-        }[manifest["kind"]]
-        patch(
-            meta["name"],
-            meta["namespace"],
-            manifest,
-            field_manager=FIELD_MANAGER,
-            force=True,
-            _content_type="application/apply-patch+yaml",
-        )
 
-    def pod_address(self, namespace: str, name: str) -> str | None:
-        """The IP of a running pod that is not terminating, else None."""
+class Unreachable(Exception):
+    """The API server did not answer in time (or the connection failed)."""
+
+
+class Api:
+    """Each call runs on one of `workers` threads and gives up after `timeout` seconds, so
+    a slow API server delays calls but never holds the event loop or every thread."""
+
+    def __init__(self, kube: Kube, workers: int, timeout: float) -> None:
+        self.kube = kube
+        self.timeout = timeout
+        self._executor = concurrent.futures.ThreadPoolExecutor(workers, "kube-api")
+
+    async def call(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Raises ApiException for an HTTP error answer, Unreachable for no answer."""
+        call = functools.partial(fn, *args, _request_timeout=self.timeout, **kwargs)
         try:
-            pod = self.core.read_namespaced_pod(name, namespace)
+            result = await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except ApiException as exc:
-            if exc.status == 404:
-                return None
+            API_CALLS.labels(name, str(exc.status)).inc()
             raise
-        if pod.metadata.deletion_timestamp is not None or pod.status.phase != "Running":
-            return None
-        return pod.status.pod_ip
+        except (HTTPError, OSError) as exc:
+            API_CALLS.labels(name, "unreachable").inc()
+            raise Unreachable(f"{name}: {exc}") from exc
+        API_CALLS.labels(name, "ok").inc()
+        return result
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}
-        )
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def handler_error(
+    exc: ApiException | Unreachable, what: str
+) -> kopf.TemporaryError | kopf.PermanentError:
+    """kopf's error for a failed call inside a handler: retried later when it may pass,
+    permanent when the API refused the request itself (forbidden, invalid)."""
+    if isinstance(exc, Unreachable) or exc.status in TEMPORARY_STATUSES:
+        return kopf.TemporaryError(f"{what}: {exc}", delay=5)
+    return kopf.PermanentError(f"{what}: {exc.status} {exc.reason}")
+
+
+# Server-side apply that owns every field it sets (only ever sent to an object this
+# resource already owns: see ownership.py).
+APPLY = {
+    "field_manager": FIELD_MANAGER,
+    "force": True,
+    "_content_type": "application/apply-patch+yaml",
+}

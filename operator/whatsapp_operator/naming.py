@@ -22,7 +22,11 @@ def valid_location_id(location_id: str) -> bool:
 
 def session_name(location_id: str) -> str:
     """A DNS-1123 label for any location id: `wa-<id>`, plus a hash of the original id when
-    the id had to be changed (case, characters) or shortened, so two ids never collide."""
+    the id had to be changed (case, characters) or shortened, so two ids never collide.
+
+    The name of the location's StatefulSet and Service, and of the WhatsAppSession the router
+    creates for it; a resource of any other name serves the location as well (one per
+    location: the operator marks a second one Conflict)."""
     cleaned = _INVALID.sub("-", location_id.lower()).strip("-")
     name = f"wa-{cleaned}" if cleaned else "wa"
     if name == f"wa-{location_id}" and len(name) <= MAX_NAME:

@@ -1,43 +1,73 @@
-"""Create, update, resume: the location's StatefulSet and headless Service match its spec."""
+"""Create, update, resume, drift: the location's StatefulSet and headless Service match the
+spec of the one resource that owns the location; any other resource for it is a Conflict."""
 
 from __future__ import annotations
 
-import asyncio
+from dataclasses import dataclass
 from typing import Any
 
-import kopf
+from session_pod.logs import get_logger
 
 from .config import OperatorConfig, with_defaults
-from .kube import Kube
+from .kube import Api
 from .manifests import service, statefulset
+from .metrics import CONFLICTS
 from .naming import session_name
+from .notices import Notices
+from .ownership import claim
+from .resource import CONFLICT, Resource, Seen
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: dict[str, Any]  # the status fields to set
+    owned: bool
+    seen: list[Seen]  # what is now known of the objects
 
 
 async def reconcile(
-    kube: Kube,
+    api: Api,
     config: OperatorConfig,
-    spec: dict[str, Any],
-    namespace: str,
-    body: Any,
-    generation: int,
-) -> dict[str, Any]:
-    """Applies both objects (owned by the resource, so deleting it deletes them); returns the
-    status fields to set. A spec change changes the pod template, so the pod rolls."""
-    effective = with_defaults(config.session_defaults, spec)
-    objects = [statefulset(effective, namespace, config), service(effective, namespace, config)]
-    kopf.adopt(objects, owner=body)
-    for manifest in objects:
-        await asyncio.to_thread(kube.apply, manifest)
-    paused = bool(spec.get("paused"))
-    kopf.info(
-        body,
-        reason="Paused" if paused else "Reconciled",
-        message=f"StatefulSet {objects[0]['metadata']['name']} at {0 if paused else 1} replicas",
-    )
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "pod": f"{session_name(spec['locationId'])}-0",
-    }
-    if paused:
+    notices: Notices,
+    resource: Resource,
+    seen: dict[str, Seen | None],
+    force: bool = False,
+) -> Outcome:
+    """Claims the StatefulSet first (the location's claim), then the Service. `seen` maps
+    each kind to the watch's picture of its object. A spec change changes the pod template,
+    so the pod rolls."""
+    effective = with_defaults(config.session_defaults, resource.spec)
+    namespace = resource.namespace
+    known: list[Seen] = []
+    wrote = False
+    manifests = (statefulset(effective, namespace, config), service(effective, namespace, config))
+    for manifest in manifests:
+        kind, name = manifest["kind"], manifest["metadata"]["name"]
+        owner, now, written = await claim(api, resource, manifest, seen.get(kind), force)
+        known.append(now)
+        wrote = wrote or written
+        if owner is not None:
+            message = (
+                f"location {resource.location} belongs to {owner}: {kind} {name} is not "
+                f"this resource's; nothing was changed"
+            )
+            notices.warn(resource, CONFLICT, message)
+            log.warning("conflict", resource=resource.name, location=resource.location, owner=owner)
+            CONFLICTS.inc()
+            return Outcome({"phase": CONFLICT, "message": message, "pod": ""}, False, known)
+    name = session_name(resource.location)
+    replicas = 0 if resource.paused else 1
+    if wrote:  # a resume that finds everything in place says nothing
+        notices.info(
+            resource,
+            "Paused" if resource.paused else "Reconciled",
+            f"StatefulSet {name} at {replicas} replicas",
+        )
+    status: dict[str, Any] = {"observedGeneration": resource.generation, "pod": f"{name}-0"}
+    if resource.paused:
         status.update(phase="Paused", message="paused: no session pod runs")
-    return status
+    elif resource.status.get("phase") == CONFLICT:
+        status.update(phase="Pending", message="")
+    return Outcome(status, True, known)

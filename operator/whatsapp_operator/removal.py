@@ -1,13 +1,15 @@
-"""Delete: the finalizer applies spec.deletionPolicy to the location's S3 backups.
+"""Delete: the finalizer applies spec.deletionPolicy to the location's S3 backups, and only
+when this resource is the location's: a resource in Conflict, or one whose StatefulSet
+belongs to another resource, removes nothing but itself.
 
-Retain (the default) keeps them. Delete logs the session out through its pod (which unlinks
-the device and deletes the backups); when no pod answers, the operator deletes the backups
-itself with the session pod's storage code and its own S3 settings.
+Retain (the default) keeps the backups. Delete logs the session out through its pod (which
+unlinks the device and deletes the backups); when no pod answers (none runs, refused,
+timed out, an error answer), the operator deletes the backups itself with the session pod's
+storage code and its own S3 settings.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 from typing import Any
 
@@ -15,26 +17,41 @@ import aiohttp
 
 from session_pod.storage import BackupManager, StorageSettings, build_store
 
-from .kube import Kube
+from .resource import Resource
+
+LOGOUT_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5)
 
 
 async def apply_deletion_policy(
-    kube: Kube, spec: dict[str, Any], namespace: str, pod: str, port: int, logger: Any
+    resource: Resource,
+    owner_uid: str | None,
+    others: int,
+    address: tuple[str, int] | None,
+    logger: Any,
 ) -> str:
-    location = spec["locationId"]
-    if spec.get("deletionPolicy", "Retain") != "Delete":
+    """`owner_uid`: the controller of the location's StatefulSet (None: there is none);
+    `others`: how many other resources name this location; `address`: the running pod's
+    (IP, port)."""
+    location = resource.location
+    if owner_uid != resource.uid and (owner_uid is not None or others):
+        logger.info("not the location's resource: nothing removed", extra={"location": location})
+        return "not owner"
+    if resource.spec.get("deletionPolicy", "Retain") != "Delete":
         logger.info("deletion policy Retain: backups kept", extra={"location": location})
         return "retained"
-    address = await asyncio.to_thread(kube.pod_address, namespace, pod)
     if address is not None:
-        timeout = aiohttp.ClientTimeout(total=60)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            url = f"http://{address}:{port}/logout"
-            async with http.post(url, json={"location_identifier": location}) as response:
+        url = f"http://{address[0]}:{address[1]}/logout"
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=LOGOUT_TIMEOUT) as http,
+                http.post(url, json={"location_identifier": location}) as response,
+            ):
                 if response.status == 200:
                     logger.info("logged out and backups deleted", extra={"location": location})
                     return "logged out"
                 logger.warning(f"logout answered {response.status}", extra={"location": location})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            logger.warning(f"logout failed ({exc!r}): deleting the backups directly")
     settings = StorageSettings.from_env(os.environ)
     manager = BackupManager(build_store(settings), settings.prefix, location, settings.keep)
     deleted = await manager.delete_all()

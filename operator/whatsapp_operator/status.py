@@ -1,21 +1,10 @@
-"""Live status: follows the session pod's /events stream and mirrors it into the resource.
-
-Each state change patches `status` (phase, phone, message, conditions) within moments and
-posts a Kubernetes Event; each backup updates `status.lastBackup`.
-"""
+"""The resource's status from its session pod's events (pure functions; followers.py
+applies them)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
-
-import aiohttp
-import kopf
-
-from .kube import Kube
 
 PHASES = {
     "starting": "Starting",
@@ -28,18 +17,24 @@ PHASES = {
     "failed": "Failed",
 }
 AUTHENTICATED = {"authenticating", "syncing", "ready"}
-MIN_WAIT, MAX_WAIT = 0.5, 10.0  # seconds between looks for a pod that is not there
+WARNINGS = ("backup_fallback", "backup_failed", "storage_unavailable")
 
 
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def timestamp(at: float | None = None) -> str:
+    """RFC 3339 of `at` (epoch seconds; default now)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if at is None else at))
 
 
 def condition(
-    previous: list[dict[str, Any]], type_: str, true: bool, reason: str, message: str = ""
+    previous: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str = "",
+    at: float | None = None,
 ) -> dict[str, Any]:
-    """A condition that keeps its lastTransitionTime while its status does not change."""
-    status = "True" if true else "False"
+    """A condition that keeps its lastTransitionTime while its status does not change; a
+    change is dated `at` (the event's own time, so a replayed history dates it the same)."""
     old = next((c for c in previous if c.get("type") == type_), None)
     changed = old is None or old.get("status") != status
     return {
@@ -47,86 +42,66 @@ def condition(
         "status": status,
         "reason": reason,
         "message": message,
-        "lastTransitionTime": now() if changed else old["lastTransitionTime"],
+        "lastTransitionTime": timestamp(at) if changed else old["lastTransitionTime"],
     }
 
 
-def state_status(data: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any]:
+def truth(value: bool) -> str:
+    return "True" if value else "False"
+
+
+def state_status(
+    data: dict[str, Any], conditions: list[dict[str, Any]], at: float
+) -> dict[str, Any]:
     state = data["state"]
-    reason = PHASES[state]
+    reason, message = PHASES[state], data.get("reason") or ""
     return {
         "phase": PHASES[state],
         "phone": data.get("phone") or "",
-        "message": data.get("reason") or "",
+        "message": message,
         "conditions": [
-            condition(conditions, "Ready", state == "ready", reason, data.get("reason") or ""),
-            condition(conditions, "Authenticated", state in AUTHENTICATED, reason),
+            condition(conditions, "Ready", truth(state == "ready"), reason, message, at),
+            condition(conditions, "Authenticated", truth(state in AUTHENTICATED), reason, "", at),
             *(c for c in conditions if c.get("type") == "BackedUp"),
         ],
     }
 
 
-def backup_status(data: dict[str, Any], conditions: list[dict[str, Any]]) -> dict[str, Any]:
+def backup_status(
+    data: dict[str, Any], conditions: list[dict[str, Any]], at: float
+) -> dict[str, Any]:
+    version = data["version"]
     return {
         "lastBackup": {
-            "time": data.get("created") or now(),
-            "version": data["version"],
+            "time": data.get("created") or timestamp(at),
+            "version": version,
             "size": data.get("size", 0),
         },
         "conditions": [
             *(c for c in conditions if c.get("type") != "BackedUp"),
-            condition(conditions, "BackedUp", True, "BackupSaved", f"version {data['version']}"),
+            condition(conditions, "BackedUp", "True", "BackupSaved", f"version {version}", at),
         ],
     }
 
 
-async def session_events(url: str) -> AsyncIterator[dict[str, Any]]:
-    """The pod's server-sent events, from its retained history on."""
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=3, sock_read=None)
-    async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as response:
-        response.raise_for_status()
-        async for line in response.content:
-            if line.startswith(b"data: "):
-                yield json.loads(line[6:])
+def pod_gone_status(conditions: list[dict[str, Any]], reason: str) -> dict[str, Any]:
+    """No session pod runs (deleted, evicted, not started yet): nothing is Ready."""
+    return {
+        "phase": "Pending",
+        "message": reason,
+        "conditions": [
+            *(c for c in conditions if c.get("type") != "Ready"),
+            condition(conditions, "Ready", "False", "PodNotRunning", reason),
+        ],
+    }
 
 
-async def follow(
-    kube: Kube, body: Any, namespace: str, name: str, pod: str, port: int, stopped: Any
-) -> None:
-    """Runs for the resource's lifetime (a kopf daemon); reconnects when the pod changes.
-
-    Conditions are computed from what this follower last wrote (the watched body lags)."""
-    conditions: list[dict[str, Any]] = list(body.get("status", {}).get("conditions", []))
-    last_phase = body.get("status", {}).get("phase")
-    idle = MIN_WAIT
-    while not stopped:
-        address = await asyncio.to_thread(kube.pod_address, namespace, pod)
-        if address is None:
-            # No pod yet (or paused): look again, less often the longer it stays away.
-            await stopped.wait(idle)
-            idle = min(idle * 2, MAX_WAIT)
-            continue
-        idle = MIN_WAIT
-        try:
-            async for event in session_events(f"http://{address}:{port}/events"):
-                if event["type"] == "state":
-                    status = state_status(event["data"], conditions)
-                    if status["phase"] != last_phase:
-                        kopf.info(
-                            body,
-                            reason=status["phase"],
-                            message=f"{last_phase or 'Pending'} -> {status['phase']}: "
-                            f"{status['message']}",
-                        )
-                        last_phase = status["phase"]
-                elif event["type"] == "remote_session_saved":
-                    status = backup_status(event["data"], conditions)
-                elif event["type"] in ("backup_fallback", "backup_failed", "storage_unavailable"):
-                    kopf.warn(body, reason=event["type"], message=json.dumps(event["data"]))
-                    continue
-                else:
-                    continue
-                await asyncio.to_thread(kube.patch_status, namespace, name, status)
-                conditions = status["conditions"]
-        except (aiohttp.ClientError, TimeoutError, ConnectionError):
-            await stopped.wait(MIN_WAIT)
+def unreachable_status(conditions: list[dict[str, Any]], reason: str) -> dict[str, Any]:
+    """The pod runs but its /events cannot be read: its state is not known."""
+    return {
+        "message": reason,
+        "conditions": [
+            *(c for c in conditions if c.get("type") != "Ready"),
+            condition(conditions, "Ready", "Unknown", "EventsUnreachable", reason),
+        ],
+    }

@@ -96,15 +96,16 @@ async def sessions(request: web.Request) -> web.Response:
     listed = []
     for record in sorted(directory.sessions.values(), key=lambda r: r.location):
         route = directory.route(record.location)
+        chosen = directory.session(record.location) == record
         listed.append(
             {
                 "location_identifier": record.location,
                 "name": record.name,
-                "phase": route.state,
+                "phase": route.state if chosen else record.phase,
                 "phone": record.phone,
-                "routable": route.verdict is Verdict.FORWARD,
-                "pod": route.pod.name if route.pod else None,
-                "pod_ip": route.pod.ip if route.pod else None,
+                "routable": chosen and route.verdict is Verdict.FORWARD,
+                "pod": route.pod.name if route.pod and chosen else None,
+                "pod_ip": route.pod.ip if route.pod and chosen else None,
             }
         )
     return success(listed)

@@ -16,6 +16,7 @@ from whatsapp_operator.naming import location_label
 
 Json = dict[str, Any]
 label_of = lru_cache(maxsize=65536)(location_label)
+CONFLICT = "Conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class SessionRecord:
     paused: bool
     phase: str
     phone: str
+    created: str = ""
 
     @classmethod
     def from_object(cls, obj: Json) -> SessionRecord:
@@ -37,7 +39,14 @@ class SessionRecord:
             paused=bool(spec.get("paused", False)),
             phase=status.get("phase") or "Pending",
             phone=status.get("phone") or "",
+            created=obj["metadata"].get("creationTimestamp") or "",
         )
+
+    @property
+    def rank(self) -> tuple[bool, str, str]:
+        """Of a location's resources the one routed to sorts first: not in Conflict (the
+        operator found the location owned by another), then the oldest."""
+        return (self.phase == CONFLICT, self.created, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +109,8 @@ class Directory:
 
     def __init__(self) -> None:
         self.sessions: dict[str, SessionRecord] = {}  # by object name
-        self._by_location: dict[str, str] = {}  # location -> object name
+        self._by_location: dict[str, str] = {}  # location -> the name routed to
+        self._names: dict[str, set[str]] = {}  # location -> every resource name for it
         self._pods: dict[str, PodRecord] = {}  # by pod name
         self._by_label: dict[str, dict[str, PodRecord]] = {}
         self.synced: set[str] = set()  # kinds whose first listing arrived
@@ -108,7 +118,7 @@ class Directory:
     def replace(self, kind: str, records: list[Any]) -> None:
         """A full listing (start, or after the watch lost its place)."""
         if kind == "sessions":
-            self.sessions, self._by_location = {}, {}
+            self.sessions, self._by_location, self._names = {}, {}, {}
         else:
             self._pods, self._by_label = {}, {}
         for record in records:
@@ -122,12 +132,24 @@ class Directory:
             self._apply_pod(event, record)
 
     def _apply_session(self, event: str, record: SessionRecord) -> None:
+        """A location with several resources (a mistaken duplicate) is routed to the one the
+        operator reconciles, never to one it marked Conflict."""
         old = self.sessions.pop(record.name, None)
-        if old is not None and self._by_location.get(old.location) == old.name:
-            del self._by_location[old.location]
+        if old is not None:
+            self._names[old.location].discard(old.name)
+            self._choose(old.location)
         if event != "DELETED":
             self.sessions[record.name] = record
-            self._by_location[record.location] = record.name
+            self._names.setdefault(record.location, set()).add(record.name)
+            self._choose(record.location)
+
+    def _choose(self, location: str) -> None:
+        names = self._names.get(location)
+        if not names:
+            self._names.pop(location, None)
+            self._by_location.pop(location, None)
+            return
+        self._by_location[location] = min(names, key=lambda n: self.sessions[n].rank)
 
     def _apply_pod(self, event: str, record: PodRecord) -> None:
         old = self._pods.pop(record.name, None)

@@ -1,7 +1,9 @@
 """Reliable delivery for the session pod: the durable webhook outbox, the message ledger with
-its ack watchdog, idempotency keys and the send rate limit. All share one SQLite file."""
+its ack watchdog, idempotency keys, the inbox of customer messages and the send rate limit.
+All share one SQLite database."""
 
-from .idempotency import Claim, IdempotencyConflict, IdempotencyMismatch, IdempotencyStore
+from .idempotency import Claim, IdempotencyMismatch, IdempotencyStore
+from .inbox import Inbox
 from .ledger import STATUSES, MessageLedger, MessageRecord
 from .outbox import DeadLetter, Outbox, OutboxStats
 from .ratelimit import RateLimiter
@@ -15,9 +17,9 @@ __all__ = [
     "AckWatchdog",
     "Claim",
     "DeadLetter",
-    "IdempotencyConflict",
     "IdempotencyMismatch",
     "IdempotencyStore",
+    "Inbox",
     "MessageLedger",
     "MessageRecord",
     "Outbox",

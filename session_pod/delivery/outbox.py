@@ -109,11 +109,11 @@ class OutboxStats:
 
 
 class Outbox:
-    def __init__(self, db_path: str | Path, location: str, settings: WebhookSettings) -> None:
+    def __init__(self, db: Database | str | Path, location: str, settings: WebhookSettings) -> None:
         """Opens the database now: a corrupt or unwritable file raises OutboxError here."""
         self.location = location
         self.settings = settings
-        self._db = Database.open(db_path, SCHEMA)
+        self._db = Database.of(db, SCHEMA)
         self._sender: _Sender | None = None
 
     def enqueue(self, event_type: str, data: dict[str, Any]) -> str | None:
@@ -121,9 +121,22 @@ class Outbox:
         disabled or WEBHOOK_EVENTS filters this type out. Synchronous on purpose, so the event
         bus's listeners can call it; it costs one local SQLite commit (well under a ms).
         Raises OutboxError rather than losing the event."""
+        event_id = self._db.transact(lambda c: self.enqueue_in(c, event_type, data))
+        self.notify()
+        return event_id
+
+    def enqueue_in(
+        self,
+        c: sqlite3.Connection,
+        event_type: str,
+        data: dict[str, Any],
+        event_id: str | None = None,
+    ) -> str | None:
+        """`enqueue` inside the caller's transaction (call `notify` once it committed);
+        `event_id` gives the event a stable id (a WhatsApp message id) instead of a new one."""
         if not self.settings.wants(event_type):
             return None
-        event_id = str(uuid.uuid4())
+        event_id = event_id or str(uuid.uuid4())
         now = time.time()
         body = json.dumps(
             {
@@ -136,15 +149,12 @@ class Outbox:
             separators=(",", ":"),
             default=str,
         )
-        self._db.transact(
-            lambda c: c.execute(
-                "INSERT INTO webhook_outbox (event_id, location, type, body, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (event_id, self.location, event_type, body, now),
-            )
+        c.execute(
+            "INSERT INTO webhook_outbox (event_id, location, type, body, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (event_id, self.location, event_type, body, now),
         )
         log.info("webhook queued", event=event_type, event_id=event_id)
-        self._notify()
         return event_id
 
     async def failed(self) -> list[DeadLetter]:
@@ -183,7 +193,7 @@ class Outbox:
         replayed = await self._db.run(work)
         for event_id in replayed:
             log.info("webhook replayed", event_id=event_id)
-        self._notify()
+        self.notify()
         return replayed
 
     async def stats(self) -> OutboxStats:
@@ -235,7 +245,7 @@ class Outbox:
     def close(self) -> None:
         self._db.close()
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
         """Wakes the sender; safe from any thread, and a no-op before start()."""
         sender = self._sender
         if sender is not None:

@@ -1,8 +1,9 @@
 """The delivery database: one SQLite file on the pod's volume (WAL, fsync on every commit).
 
-Every store (outbox, ledger, idempotency keys) opens its own connection to the same file.
-A connection is shared by threads under a lock; async callers run statements in a worker
-thread so the event loop never waits on the disk.
+The pod opens it once and every store (outbox, ledger, idempotency keys, inbox) uses that
+one connection, so a send's reservation, its ledger entry and its answer can be written in
+one transaction. The connection is shared by threads under a lock; async callers run
+statements in a worker thread so the event loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -53,6 +54,30 @@ class Database:
                 raise
             raise OutboxError(f"cannot use delivery database {path}: {exc}") from exc
         return cls(path, conn)
+
+    @classmethod
+    def of(cls, source: Database | str | Path, schema: str) -> Database:
+        """The shared database with `schema` applied, or a database of its own at a path."""
+        if isinstance(source, Database):
+            source.apply(schema)
+            return source
+        return cls.open(source, schema)
+
+    def apply(self, schema: str) -> None:
+        """Idempotent DDL; raises OutboxError when the file cannot take it."""
+        with self._lock:
+            try:
+                self._conn.executescript(schema)
+            except sqlite3.Error as exc:
+                raise OutboxError(f"cannot use delivery database {self.path}: {exc}") from exc
+
+    def add_columns(self, table: str, columns: dict[str, str]) -> None:
+        """Adds the columns a database written by an older version lacks."""
+        with self._lock:
+            have = {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            for name, declaration in columns.items():
+                if name not in have:
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
 
     def transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Runs `work` in one IMMEDIATE transaction, committed before returning."""

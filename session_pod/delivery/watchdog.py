@@ -1,7 +1,9 @@
 """Ack watchdog: resends messages that do not reach RECEIVED in time, and reports them.
 
 Every `interval` seconds: a message short of RECEIVED (ack 2) `deadline` seconds after its
-last send is resent through the pod's `resend(record) -> new WhatsApp id` callback, until it
+last send is resent through the pod's `resend(record) -> new WhatsApp id` callback (which
+records the attempt in the ledger before it sends, so a crash mid-resend is resolved like any
+send), until it
 has been sent `max_attempts` times (the first send included); one still short of RECEIVED a
 deadline after its last attempt is given up (status `stuck`). Each case emits message_stuck
 with `action` "resent", "resend_failed" or "gave_up". A FAILED ack (-1) emits message_failed
@@ -79,7 +81,7 @@ class AckWatchdog:
             except Exception as exc:
                 log.warning("message resend failed", message_id=record.id, error=str(exc))
                 new_id = None
-            updated = await self.ledger.record_attempt(record.id, new_id)
+            updated = await self.ledger.get(record.id) or record
             action = "resent" if new_id else "resend_failed"
             log.warning(
                 "message stuck", message_id=record.id, action=action, attempts=updated.attempts

@@ -49,6 +49,20 @@ CONTROLLERS = (
 )
 
 
+# The audit log records what ServiceAccounts (the operator, the router) ask, watches aside:
+# the tests count an operator's requests there.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "None", "verbs": ["watch"]},
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
+
+
 def _k8s_version() -> str:
     """The k8s.io/kubernetes version that tools/k8s/go.mod pins (e.g. v1.34.5)."""
     for line in TOOLS_GO_MOD.read_text().splitlines():
@@ -215,6 +229,7 @@ class ControlPlane:
         self.server = f"https://{address}:{self.port}"
         self.ca = CertificateAuthority(root / "pki")
         self.admin_kubeconfig = root / "admin.kubeconfig"
+        self.audit_log = root / "audit.log"
         self._processes: list[_Process] = []
 
     @property
@@ -266,6 +281,8 @@ class ControlPlane:
         # How the API server authenticates to a kubelet (kubectl logs, exec).
         kubelet_client = self.ca.issue("kubelet-client", "kube-apiserver", ("system:masters",))
 
+        audit_policy = self.root / "audit-policy.json"
+        audit_policy.write_text(json.dumps(AUDIT_POLICY))
         self._start_etcd()
         self._wait(timeout, "etcd to be healthy", self._etcd_healthy)
         self._start(
@@ -286,6 +303,10 @@ class ControlPlane:
             f"--kubelet-client-key={kubelet_client[1]}",
             f"--kubelet-certificate-authority={self.ca.cert_file}",
             "--allow-privileged=true",
+            f"--audit-policy-file={audit_policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",
         )
         self._wait(timeout, "kube-apiserver /readyz", lambda: self._ready(admin_cert))
         self._start(
@@ -296,6 +317,10 @@ class ControlPlane:
             f"--service-account-private-key-file={service_account_key}",
             f"--root-ca-file={self.ca.cert_file}",
             "--secure-port=0",  # no /healthz listener: readiness is checked through the API
+            # Not the default 20/s: thousands of StatefulSets' pods (the operator benchmark)
+            # would take minutes to be created.
+            "--kube-api-qps=300",
+            "--kube-api-burst=600",
         )
         # The ServiceAccount admission plugin refuses pods until this exists.
         self._wait(
@@ -358,6 +383,15 @@ class ControlPlane:
         path = self.root / f"user_{user.replace(':', '_')}.kubeconfig"
         self._write_kubeconfig(path, user, groups)
         return path
+
+    def audit_events(self, user: str) -> list[dict[str, Any]]:
+        """Every request but watches that `user` (a ServiceAccount) has made, as the API
+        server's audit log records them (verb, objectRef, requestReceivedTimestamp...)."""
+        if not self.audit_log.exists():
+            return []
+        lines = self.audit_log.read_text().splitlines()
+        events = (json.loads(line) for line in lines if line.strip())
+        return [e for e in events if e.get("user", {}).get("username") == user]
 
     def env(self) -> dict[str, str]:
         """Environment for a client program acting as the admin."""

@@ -97,6 +97,34 @@ class OperatorProcess:
         self.program.stop()
 
 
+def start_operator(
+    cluster: ControlPlane,
+    namespace: str,
+    session_env: dict[str, str],
+    s3: dict[str, str],
+    log_path: Path,
+    **env: str,
+) -> OperatorProcess:
+    """The operator of `namespace`, its session pods given `session_env` (the double's) and
+    the S3 settings `s3` (its credentials through the Secret `whatsapp-sessions`)."""
+    secrets = {k: v for k, v in s3.items() if k.startswith("AWS_")}
+    cluster.kubectl(
+        "create",
+        "secret",
+        "generic",
+        "whatsapp-sessions",
+        "-n",
+        namespace,
+        *(f"--from-literal={k}={v}" for k, v in secrets.items()),
+    )
+    pod_env = {
+        **{k: v for k, v in s3.items() if not k.startswith("AWS_")},
+        **session_env,
+        "HEALTH_CHECK_INTERVAL_SECONDS": "1",
+    }
+    return OperatorProcess(cluster, namespace, pod_env, {**s3, **env}, log_path)
+
+
 def get_session(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
     out = cluster.kubectl("get", "whatsappsession", name, "-n", namespace, "-o", "json").stdout
     return json.loads(out)

@@ -135,6 +135,7 @@ class SessionPod:
                 "HEALTH_TIMEOUT_SECONDS": "2",
                 "RELAUNCH_BACKOFF_MAX_SECONDS": "2",
                 "CALL_TIMEOUT_SECONDS": "10",
+                "SEND_WAIT_SECONDS": "5",
                 **(env or {}),
             },
             data_dir / "pod.log",

@@ -4,6 +4,13 @@ small aiohttp app.
 The page (static/index.html + static/wpp.js) exposes a subset of wa-js's `window.WPP` and
 talks to this server over the WebSocket `/ws`; the server is the source of truth for
 devices, chats, messages, contacts and acks. Tests drive it through `/control/...`.
+
+What it models of WhatsApp (wa-js 4.6.0 paths in static/wpp.js): a send taken by the server
+is acked SENT before the send call returns; a user may live under a LID (`<digits>@lid`):
+their chat is found under it and their receipts (acks >= RECEIVED) name it; an incoming
+message is kept for the device until the page says it took it, and pushed again after a
+reconnect; a refused send is a result (`ERROR_NETWORK`), not an error; a message id sent
+twice is counted as delivered twice (`deliveries`), so a double send is visible.
 """
 
 from __future__ import annotations
@@ -36,6 +43,11 @@ STORE_LOGIN_SECONDS = 10
 CLOSE_SECONDS = 2  # a hung ("crashed") page never answers a close frame
 
 
+PAGE_FAULTS = ("hang_before_send", "hang_after_taking_incoming")
+SERVER_FAULTS = ("crash_after_taking_send",)
+INCOMING_KINDS = ("chat", "notification", "status", "ciphertext")
+
+
 @dataclass(frozen=True)
 class Settings:
     qr_rotate_seconds: float = 20.0
@@ -53,7 +65,16 @@ class ControlError(Exception):
 
 
 class PageError(Exception):
-    """A refused page request: the WPP call rejects with an Error carrying this message."""
+    """A refused page request: the WPP call rejects with an Error carrying this message (a
+    WPPError when `code` is set, as wa-js throws)."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class CrashPage(Exception):
+    """The request was taken; the page hangs instead of getting the answer."""
 
 
 def _number(value: str) -> str:
@@ -62,7 +83,9 @@ def _number(value: str) -> str:
 
 
 def _chat_id(value: str) -> str:
-    return value if value.endswith("@g.us") else f"{_number(value)}@c.us"
+    if value.endswith(("@g.us", "@lid")):
+        return value
+    return f"{_number(value)}@c.us"
 
 
 def _b64(size: int) -> str:
@@ -93,6 +116,8 @@ class Message:
     t: int
     ack: int
     notify_name: str | None
+    kind: str = "chat"
+    deliveries: int = 1
 
     @property
     def in_group(self) -> bool:
@@ -120,10 +145,14 @@ class Message:
             "from": self.chat if incoming_in_group else self.sender,
             "to": self.to,
             "body": self.body,
-            "type": "chat",
+            "type": {"notification": "notification_template"}.get(self.kind, "chat"),
             "t": self.t,
             "ack": self.ack,
         }
+        if self.kind == "notification":
+            raw["isNotification"] = True
+        if self.kind == "status":
+            raw["isStatusV3"] = True
         if incoming_in_group:
             raw["author"] = self.sender
         if self.notify_name:
@@ -140,6 +169,7 @@ class Message:
             "body": self.body,
             "ack": self.ack,
             "fromMe": self.from_me,
+            "deliveries": self.deliveries,
         }
 
 
@@ -169,11 +199,19 @@ class Connection:
         self.qr_task: asyncio.Task[None] | None = None
         self.rotations_left = 0
         self.stored: asyncio.Future[None] | None = None
+        self.keep_alive = False  # WPP.conn.setKeepAlive(true) was called in the page
 
     async def send(self, payload: Json) -> None:
         if not self.ws.closed:
             with contextlib.suppress(ConnectionError):
                 await self.ws.send_json(payload)
+
+
+def _event(is_set: bool) -> asyncio.Event:
+    event = asyncio.Event()
+    if is_set:
+        event.set()
+    return event
 
 
 @dataclass
@@ -187,9 +225,14 @@ class Phone:
     chats: dict[str, Chat] = field(default_factory=dict)
     messages: list[Message] = field(default_factory=list)
     undelivered: list[Json] = field(default_factory=list)
+    held: dict[str, Json] = field(default_factory=dict)  # incoming, until the page took it
     auto_acks: bool = True
     fail_sends: int = 0
+    fail_queries: int = 0
+    fault: str | None = None
+    sync_progress: int | None = 100
     offline_until: float = 0.0
+    sends_released: asyncio.Event = field(default_factory=lambda: _event(is_set=True))
 
     @property
     def wid(self) -> str:
@@ -247,17 +290,21 @@ class Double:
         self._tasks: set[asyncio.Task[None]] = set()
         self._activity = itertools.count()
         self._users: dict[str, str | None] = {}  # registered number -> pushname
+        self._lids: dict[str, str] = {}  # registered number -> its LID digits
+        self._pn_chats: set[str] = set()  # LID users whose chat stays under the phone number
         self._phones: dict[str, Phone] = {}
         self._messages: dict[str, tuple[Phone, Message]] = {}
         self._issued_codes: set[str] = set()
         self._requests: dict[str, Callable[[Connection, Json], Awaitable[Any]]] = {
+            "find_chat": self._find_chat_request,
             "send_text": self._send_text,
+            "get_message": self._get_message,
+            "reload_qr": self._reload_qr,
             "archive": self._archive,
             "chat_list": self._chat_list,
             "get_messages": self._get_messages,
             "contact_list": self._contact_list,
             "query_wid": self._query_wid,
-            "refresh_qr": self._refresh_qr,
             "logout": self._logout,
         }
 
@@ -278,6 +325,10 @@ class Double:
             web.post(f"{phone}/incoming", self._incoming),
             web.post(f"{phone}/acks", self._auto_acks),
             web.post(f"{phone}/fail_sends", self._fail_sends),
+            web.post(f"{phone}/fail_queries", self._fail_queries),
+            web.post(f"{phone}/hold_sends", self._hold_sends),
+            web.post(f"{phone}/fault", self._set_fault),
+            web.post(f"{phone}/sync", self._set_sync),
             web.post(f"{phone}/drop", self._drop),
             web.post(f"{phone}/logout", self._remote_logout),
             web.post(f"{phone}/crash", self._crash),
@@ -334,11 +385,16 @@ class Double:
     async def _on_page_message(self, connection: Connection, message: Json) -> None:
         kind = message.get("type")
         if kind == "hello":
+            connection.keep_alive = bool(message.get("keepAlive"))
             await self._hello(connection, message.get("token"))
         elif kind == "stored" and connection.stored and not connection.stored.done():
             connection.stored.set_result(None)
-        elif kind == "request":
-            await self._answer(connection, message)
+        elif kind == "request":  # answered concurrently, as WhatsApp's servers do
+            self._spawn(self._answer(connection, message))
+        elif kind == "took" and connection.phone:
+            connection.phone.held.pop(str(message.get("id")), None)
+        elif kind == "keep_alive":
+            connection.keep_alive = bool(message.get("enable"))
 
     async def _hello(self, connection: Connection, token: str | None) -> None:
         phone = next((p for p in self._phones.values() if token and p.token == token), None)
@@ -346,7 +402,7 @@ class Double:
             await connection.ws.close()  # "dropped": refused until offline_until
         elif phone:
             self._attach(connection, phone)
-            await connection.send({"type": "resume"})
+            await connection.send({"type": "resume", "syncProgress": phone.sync_progress})
             self._spawn(self._sync(connection, phone))
         else:
             if token:  # revoked while the page was away
@@ -359,8 +415,11 @@ class Double:
             if handler is None:
                 raise PageError(f"unknown method {request.get('method')!r}")
             answer = {"result": await handler(connection, request.get("params") or {})}
+        except CrashPage:
+            await connection.send({"type": "crash"})
+            return
         except PageError as error:
-            answer = {"error": str(error)}
+            answer = {"error": str(error), **({"code": error.code} if error.code else {})}
         except Exception as error:
             LOG.exception("page request %s failed", request.get("method"))
             answer = {"error": f"internal error of the double: {error!r}"}
@@ -374,6 +433,7 @@ class Double:
         connection, phone.connection = phone.connection, None
         phone.token = None
         phone.undelivered.clear()
+        phone.held.clear()
         if connection:
             connection.phone, connection.main = None, False
         return connection
@@ -383,15 +443,21 @@ class Double:
         await asyncio.sleep(self.settings.sync_seconds)
         if phone.connection is not connection:
             return
-        await connection.send({"type": "main"})
+        await connection.send({"type": "main", "syncProgress": phone.sync_progress})
+        if phone.fault in PAGE_FAULTS:
+            await connection.send({"type": "fault", "fault": phone.fault})
+            phone.fault = None  # one crash, not one per relaunch
+        for payload in list(phone.held.values()):
+            await connection.send(payload)
         while phone.undelivered:
             await connection.send(phone.undelivered.pop(0))
         connection.main = True
 
-    async def _push(self, phone: Phone, payload: Json) -> None:
+    async def _push(self, phone: Phone, payload: Json, hold: bool = True) -> None:
+        """Now to the online page, or later; `hold=False` for what `phone.held` keeps."""
         if phone.connection and phone.connection.main:
             await phone.connection.send(payload)
-        elif phone.token:
+        elif phone.token and hold:
             phone.undelivered.append(payload)
 
     # ---- QR codes --------------------------------------------------------------------------
@@ -437,24 +503,47 @@ class Double:
         return connection.phone
 
     def _find_chat(self, phone: Phone, chat_id: str) -> Chat:
+        """A chat by its exact id: one that lives under a LID is not found by phone number
+        (wa-js assertGetChat: chat_not_found)."""
         chat = phone.chats.get(_chat_id(chat_id))
         if chat is None:
-            raise PageError(f"Chat not found for {_chat_id(chat_id)}")
+            raise PageError(f"Chat not found for {_chat_id(chat_id)}", "chat_not_found")
         return chat
 
+    def _user_wid(self, number: str) -> str:
+        """Where WhatsApp addresses a user: the LID once they have one (chat.find may resolve
+        a phone number to a @lid chat), unless their chat predates it."""
+        if number in self._lids and number not in self._pn_chats:
+            return f"{self._lids[number]}@lid"
+        return f"{number}@c.us"
+
+    def _number_of(self, chat_or_wid: str) -> str:
+        """The phone number behind a chat id or wid, LIDs included."""
+        digits = _number(chat_or_wid)
+        if chat_or_wid.endswith("@lid"):
+            return next((n for n, lid in self._lids.items() if lid == digits), digits)
+        return digits
+
     def _chat_with(self, phone: Phone, number: str) -> Chat:
-        wid = f"{number}@c.us"
+        wid = self._user_wid(number)
         if wid not in phone.chats:
             phone.chats[wid] = Chat(wid, None, next(self._activity))
         return phone.chats[wid]
 
     def _add_message(
-        self, phone: Phone, chat: Chat, sender: str, body: str, notify_name: str | None = None
+        self,
+        phone: Phone,
+        chat: Chat,
+        sender: str,
+        body: str,
+        notify_name: str | None = None,
+        key_id: str | None = None,
+        kind: str = "chat",
     ) -> Message:
         from_me = sender == phone.wid
         message = Message(
             chat=chat.id,
-            key_id="3EB0" + secrets.token_hex(10).upper(),
+            key_id=key_id or "3EB0" + secrets.token_hex(10).upper(),
             from_me=from_me,
             sender=sender,
             to=chat.id if from_me else phone.wid,
@@ -462,28 +551,50 @@ class Double:
             t=int(time.time()),
             ack=1,
             notify_name=notify_name,
+            kind=kind,
         )
-        chat.messages.append(message)
-        chat.t, chat.activity = message.t, next(self._activity)
+        if kind != "status":
+            chat.messages.append(message)
+            chat.t, chat.activity = message.t, next(self._activity)
         phone.messages.append(message)
         self._messages[message.id] = (phone, message)
         return message
 
-    async def _send_text(self, connection: Connection, params: Json) -> Json:
+    async def _find_chat_request(self, connection: Connection, params: Json) -> Json:
         phone = self._linked(connection)
         chat_id = _chat_id(str(params["chatId"]))
         if chat_id.endswith("@g.us"):
             chat = self._find_chat(phone, chat_id)
-        elif _number(chat_id) in self._users:
-            chat = self._chat_with(phone, _number(chat_id))
+        elif self._number_of(chat_id) in self._users:
+            chat = self._chat_with(phone, self._number_of(chat_id))
         else:
-            raise PageError(f"Chat not found for {chat_id}")
+            raise PageError(f"Failed to find or create chat for {chat_id}")
+        return {"id": chat.id, "name": chat.group_name, "formattedTitle": self._title(phone, chat)}
+
+    async def _send_text(self, connection: Connection, params: Json) -> Json:
+        """The server takes the message (ack SENT, pushed before the answer), or refuses it
+        with a send result: wa-js resolves `sendMsgResult`, it does not throw."""
+        phone = self._linked(connection)
+        chat = self._find_chat(phone, str(params["chatId"]))
+        await phone.sends_released.wait()  # the server may be slow to take it
         if phone.fail_sends > 0:
             phone.fail_sends -= 1
-            raise PageError(f"Failed to send message to {chat_id}: ERROR_NETWORK")
-        message = self._add_message(phone, chat, phone.wid, str(params["content"]))
+            return {"messageSendResult": "ERROR_NETWORK", "ack": -1, "t": int(time.time())}
+        key_id = str(params["id"])
+        known = self._messages.get(f"true_{chat.id}_{key_id}")
+        if known is not None:
+            message = known[1]
+            message.deliveries += 1
+        else:
+            message = self._add_message(
+                phone, chat, phone.wid, str(params["content"]), key_id=key_id
+            )
+        await connection.send({"type": "ack", "ack": 1, "chat": message.to, "ids": [message.key()]})
+        if phone.fault == "crash_after_taking_send":
+            phone.fault = None
+            raise CrashPage
         self._spawn(self._deliver_later(phone, message))
-        return message.raw()
+        return {"messageSendResult": "OK", "ack": message.ack, "t": message.t}
 
     async def _deliver_later(self, phone: Phone, message: Message) -> None:
         await asyncio.sleep(self.settings.ack_delay_seconds)
@@ -491,10 +602,27 @@ class Double:
             await self._set_ack(phone, message, 2)
 
     async def _set_ack(self, phone: Phone, message: Message, ack: int) -> None:
+        """Receipts (ack >= RECEIVED) name the receiver as WhatsApp addresses them, a LID
+        included (wa-js src/chat/events/registerAckMessageEvent.ts L47-68)."""
         message.ack = ack
-        await self._push(
-            phone, {"type": "ack", "ack": ack, "chat": message.chat, "ids": [message.key()]}
-        )
+        key = message.key()
+        lid = self._lids.get(self._number_of(message.chat))
+        if ack >= 2 and lid and not message.in_group:
+            remote = f"{lid}@lid"
+            key = {**key, "remote": remote, "_serialized": f"true_{remote}_{message.key_id}"}
+        await self._push(phone, {"type": "ack", "ack": ack, "chat": key["remote"], "ids": [key]})
+
+    async def _get_message(self, connection: Connection, params: Json) -> Json:
+        phone = self._linked(connection)
+        wanted = str(params["id"])
+        parts = wanted.split("_")
+        if len(parts) < 3:
+            raise PageError(f"Message {wanted} not found", "msg_not_found")
+        chat = self._find_chat(phone, parts[1])
+        for message in chat.messages:
+            if message.key_id == parts[2] and str(message.from_me).lower() == parts[0]:
+                return message.raw()
+        raise PageError(f"Message {wanted} not found", "msg_not_found")
 
     async def _archive(self, connection: Connection, params: Json) -> Json:
         chat = self._find_chat(self._linked(connection), str(params["chatId"]))
@@ -509,7 +637,7 @@ class Double:
         return sorted(phone.chats.values(), key=lambda chat: chat.activity, reverse=True)
 
     def _title(self, phone: Phone, chat: Chat) -> str:
-        number = _number(chat.id)
+        number = self._number_of(chat.id)
         return (
             chat.group_name or phone.contacts.get(number) or self._users.get(number) or f"+{number}"
         )
@@ -521,7 +649,7 @@ class Double:
         return [
             {
                 "id": chat.id,
-                "name": chat.group_name or phone.contacts.get(_number(chat.id)),
+                "name": chat.group_name or phone.contacts.get(self._number_of(chat.id)),
                 "formattedTitle": self._title(phone, chat),
                 "isGroup": chat.is_group,
                 "archive": chat.archived,
@@ -537,33 +665,44 @@ class Double:
         return [message.raw() for message in messages]
 
     async def _contact_list(self, connection: Connection, params: Json) -> list[Json]:
+        """Every ContactStore model: phone-number contacts and, for users WhatsApp addresses
+        by LID, a @lid contact whose "number" is no phone number (wa-js contact.list)."""
         phone = self._linked(connection)
-        partners = [_number(c.id) for c in phone.chats.values() if not c.is_group]
-        numbers = dict.fromkeys([phone.number, *phone.contacts, *partners])
-        return [
-            {
-                "id": f"{number}@c.us",
-                "name": phone.contacts.get(number),
-                "pushname": self._users.get(number),
-                "shortName": phone.contacts.get(number),
-                "isMe": number == phone.number,
-                "isGroup": False,
-                "isMyContact": number in phone.contacts,
-                "isWAContact": number in self._users,
-            }
-            for number in numbers
-        ]
+        partners = [c.id for c in phone.chats.values() if not c.is_group]
+        ids = dict.fromkeys([phone.wid, *(f"{n}@c.us" for n in phone.contacts), *partners])
+        contacts = []
+        for wid in ids:
+            number = self._number_of(wid)
+            contacts.append(
+                {
+                    "id": wid,
+                    "name": phone.contacts.get(number),
+                    "pushname": self._users.get(number),
+                    "shortName": phone.contacts.get(number),
+                    "isMe": number == phone.number,
+                    "isMyContact": number in phone.contacts,
+                    "isWAContact": number in self._users,
+                }
+            )
+        return contacts
 
     async def _query_wid(self, connection: Connection, params: Json) -> Json | None:
-        self._linked(connection)
-        number = _number(str(params["id"]))
+        phone = self._linked(connection)
+        if phone.fail_queries > 0:
+            phone.fail_queries -= 1
+            raise PageError("server error 500 on the usync query")
+        number = self._number_of(str(params["id"]))
         registered = number in self._users and not str(params["id"]).endswith("@g.us")
-        return {"wid": f"{number}@c.us", "biz": False} if registered else None
+        if not registered:
+            return None
+        lid = self._lids.get(number)
+        return {"wid": f"{number}@c.us", "biz": False, "lid": lid and f"{lid}@lid"}
 
-    async def _refresh_qr(self, connection: Connection, params: Json) -> Json | None:
-        if connection.phone is None:
+    async def _reload_qr(self, connection: Connection, params: Json) -> bool:
+        """The QR's reload button: a new round of codes for a page that is not linked."""
+        if connection.phone is None and connection.code is None:
             await self._start_qr(connection)
-        return connection.code
+        return True
 
     async def _logout(self, connection: Connection, params: Json) -> bool:
         self._unlink(self._linked(connection))
@@ -636,6 +775,10 @@ class Double:
                 or _optional(entry, "name", str)
                 or self._users.get(number)
             )
+            if _optional(entry, "lid", bool):
+                self._lids.setdefault(number, f"{secrets.randbelow(10**14) + 10**14}")
+            if _optional(entry, "pn_chat", bool):
+                self._pn_chats.add(number)
         return web.json_response({"numbers": list(self._users)})
 
     async def _phone_state(self, request: web.Request) -> web.Response:
@@ -646,6 +789,8 @@ class Double:
             {
                 "linked": phone.token is not None,
                 "online": phone.connection is not None,
+                "keep_alive": bool(phone.connection and phone.connection.keep_alive),
+                "held": list(phone.held),
                 "pushname": self._users.get(phone.number),
                 "messages": [message.control() for message in phone.messages],
                 "chats": [
@@ -679,13 +824,22 @@ class Double:
         return web.json_response({"id": group_id})
 
     async def _incoming(self, request: web.Request) -> web.Response:
+        """A message to the linked phone. `kind`: a customer's `chat` message, a
+        `notification` (isNotification), a `status` (isStatusV3, from status@broadcast), or a
+        `ciphertext` one (pushed first as an empty `ciphertext` placeholder, then decrypted,
+        under the same id: wa-js src/chat/events/registerNewMessageEvent.ts L30-38)."""
         phone = self._linked_phone(request)
         body = await _body(request)
         sender = _phone_number(_required(body, "from", str))
         pushname = _optional(body, "pushname", str)
+        kind = _optional(body, "kind", str) or "chat"
+        if kind not in INCOMING_KINDS:
+            raise ControlError(400, f"'kind' must be one of {', '.join(INCOMING_KINDS)}")
         self._users[sender] = pushname or self._users.get(sender)
         group = _optional(body, "group", str)
-        if group is None:
+        if kind == "status":
+            chat = Chat("status@broadcast", None, next(self._activity))
+        elif group is None:
             chat = self._chat_with(phone, sender)
         elif group not in phone.chats:
             raise ControlError(404, f"phone {phone.number} has no group {group}")
@@ -695,9 +849,19 @@ class Double:
             chat = phone.chats[group]
         chat.archived = False  # a new message brings an archived chat back
         message = self._add_message(
-            phone, chat, f"{sender}@c.us", _required(body, "body", str), self._users[sender]
+            phone,
+            chat,
+            self._user_wid(sender),
+            _required(body, "body", str) if kind != "notification" else "",
+            self._users[sender],
+            kind=kind,
         )
-        await self._push(phone, {"type": "message", "message": message.raw()})
+        payload = {"type": "message", "message": message.raw()}
+        if kind == "ciphertext":
+            placeholder = {**message.raw(), "type": "ciphertext", "body": ""}
+            await self._push(phone, {"type": "message", "message": placeholder})
+        phone.held[message.id] = payload
+        await self._push(phone, payload, hold=False)
         return web.json_response({"id": message.id})
 
     async def _auto_acks(self, request: web.Request) -> web.Response:
@@ -724,6 +888,43 @@ class Double:
         phone = self._phone(request)
         phone.fail_sends = _required(await _body(request), "count", int)
         return web.json_response({"fail_sends": phone.fail_sends})
+
+    async def _hold_sends(self, request: web.Request) -> web.Response:
+        """`hold: true`: the server takes no message (the page's send waits) until released."""
+        phone = self._phone(request)
+        if _required(await _body(request), "hold", bool):
+            phone.sends_released.clear()
+        else:
+            phone.sends_released.set()
+        return web.json_response({"hold": not phone.sends_released.is_set()})
+
+    async def _fail_queries(self, request: web.Request) -> web.Response:
+        """The next `count` number checks fail on WhatsApp's side (wa-js answers null)."""
+        phone = self._phone(request)
+        phone.fail_queries = _required(await _body(request), "count", int)
+        return web.json_response({"fail_queries": phone.fail_queries})
+
+    async def _set_fault(self, request: web.Request) -> web.Response:
+        """One crash at a precise moment: `hang_before_send` (the page hangs before the
+        message leaves), `crash_after_taking_send` (the server took it, the page hangs instead
+        of getting the answer), `hang_after_taking_incoming` (the page tells the server it took
+        a message, then hangs before any listener saw it)."""
+        phone = self._linked_phone(request)
+        fault = _optional(await _body(request), "fault", str)
+        if fault is not None and fault not in PAGE_FAULTS + SERVER_FAULTS:
+            raise ControlError(400, f"unknown fault {fault!r}")
+        phone.fault = fault
+        if fault in PAGE_FAULTS and phone.connection and phone.connection.main:
+            await phone.connection.send({"type": "fault", "fault": fault})
+            phone.fault = None
+        return web.json_response({"fault": fault})
+
+    async def _set_sync(self, request: web.Request) -> web.Response:
+        """What getHistorySyncProgress reports once in MAIN: 100, or null (never ends)."""
+        phone = self._phone(request)
+        progress = _optional(await _body(request), "progress", int)
+        phone.sync_progress = progress
+        return web.json_response({"progress": progress})
 
     async def _drop(self, request: web.Request) -> web.Response:
         phone = self._linked_phone(request)

@@ -1,8 +1,10 @@
-// The WhatsApp Web double's stand-in for @wppconnect/wa-js: a subset of `window.WPP` with
-// wa-js's names and return shapes, backed by the double's server over the WebSocket /ws.
-// The login lives where WhatsApp Web keeps it: localStorage `last-wid-md` and `WANoiseInfo`,
-// and the IndexedDB database `wawc` (object store `user`). Both halves must be present and
-// agree for a session to be restored.
+// The WhatsApp Web double's stand-in for @wppconnect/wa-js 4.6.0: a subset of `window.WPP`
+// with wa-js's names, return shapes AND behaviours, backed by the double's server over the
+// WebSocket /ws. Each behaviour cites the wa-js file it follows (paths in the
+// wppconnect-team/wa-js repository at tag v4.6.0); README ("The WhatsApp Web double") lists
+// them. The login lives where WhatsApp Web keeps it: localStorage `last-wid-md` and
+// `WANoiseInfo`, and the IndexedDB database `wawc` (object store `user`). Both halves must be
+// present and agree for a session to be restored.
 (() => {
   'use strict';
 
@@ -10,6 +12,14 @@
   const STORE = 'user';
   const TOKEN_KEY = 'device-token';
   const STREAM_INFO = { QR: 'NORMAL', SYNCING: 'SYNCING', MAIN: 'NORMAL', OFFLINE: 'CONNECTING' };
+  // src/chat/defaultSendMessageOptions.ts
+  const DEFAULT_SEND_OPTIONS = {
+    detectMentioned: true,
+    linkPreview: true,
+    markIsRead: true,
+    waitForAck: true,
+    delay: 0,
+  };
 
   const state = {
     ready: false,
@@ -18,20 +28,37 @@
     authenticated: false,
     registered: false,
     qrShown: false,
+    scannedThisLoad: false, // conn.authenticated fires only then (src/conn/events/registerAuthenticatedEvent.ts)
     widMd: null, // "5491100000001:12@c.us", as in `last-wid-md`
     token: null,
     authCode: null,
+    qrIdle: false,
+    syncProgress: 0, // realProgress; null when WhatsApp never reports it (issue #2734)
+    keepAlive: false,
+    fault: null, // a crash the test asked for at a precise moment
   };
   const listeners = new Map();
   const readyListeners = [];
   const pending = new Map();
+  const waitingForSocket = []; // sends made while offline: WhatsApp Web keeps them and retries
+  const msgStore = new Map(); // the page's MsgStore: lost with the page
   let socket = null;
   let nextRequestId = 1;
   let inbox = Promise.resolve();
 
   // ---- models ---------------------------------------------------------------------------
 
-  // Like wa-js's Wid and MsgKey classes: data as own properties, toString on the prototype.
+  // Like wa-js's WPPError (src/util/WPPError.ts): a code the caller can test.
+  class WPPError extends Error {
+    constructor(code, message, extra = {}) {
+      super(message);
+      this.name = 'WPPError';
+      this.code = code;
+      Object.assign(this, extra);
+    }
+  }
+
+  // Like WhatsApp's Wid: data as own properties, methods on the prototype.
   class Wid {
     constructor(serialized) {
       [this.user, this.server] = serialized.split('@');
@@ -41,27 +68,57 @@
     toString() {
       return this._serialized;
     }
+
+    equals(other) {
+      return other != null && String(other) === this._serialized;
+    }
+
+    isGroup() {
+      return this.server === 'g.us';
+    }
+
+    isUser() {
+      return this.server === 'c.us' || this.server === 'lid';
+    }
+
+    isLid() {
+      return this.server === 'lid';
+    }
   }
 
+  // MsgKey: `_serialized` is there only because wa-js patches it in (src/whatsapp/misc/MsgKey.ts).
   class MsgKey {
-    constructor({ fromMe, remote, id, _serialized }) {
-      Object.assign(this, { fromMe, remote: new Wid(remote), id, _serialized });
+    constructor({ fromMe, remote, id, participant }) {
+      Object.assign(this, { fromMe, remote: new Wid(String(remote)), id });
+      if (participant) this.participant = new Wid(String(participant));
+      this._serialized = `${fromMe}_${this.remote}_${id}${participant ? `_${participant}` : ''}`;
     }
 
     toString() {
       return this._serialized;
     }
+
+    static fromString(serialized) {
+      const [fromMe, remote, id, participant] = serialized.split('_');
+      return new MsgKey({ fromMe: fromMe === 'true', remote, id, participant });
+    }
   }
 
   const wid = (serialized) => new Wid(serialized);
-  const msgKey = (key) => new MsgKey(key);
   const message = (raw) => {
-    const model = { ...raw, id: msgKey(raw.id), from: wid(raw.from), to: wid(raw.to) };
+    const model = { ...raw, id: new MsgKey(raw.id), from: wid(raw.from), to: wid(raw.to) };
     if (raw.author) model.author = wid(raw.author);
     return model;
   };
-  const withWid = (raw) => ({ ...raw, id: wid(raw.id) });
   const idOf = (chatId) => (chatId && chatId._serialized) || String(chatId);
+
+  // src/contact/patch.ts L45-46: isUser/isGroup are getters that return a FUNCTION.
+  const contactModel = (raw) => {
+    const model = { ...raw, id: wid(raw.id) };
+    Object.defineProperty(model, 'isUser', { get: () => () => model.id.isUser(), enumerable: true });
+    Object.defineProperty(model, 'isGroup', { get: () => () => model.id.isGroup(), enumerable: true });
+    return model;
+  };
 
   // ---- events ---------------------------------------------------------------------------
 
@@ -81,13 +138,17 @@
       const code = state.authCode ? `\n${state.authCode.fullCode}` : '';
       status.textContent = `${state.mode}${state.widMd ? ` ${state.widMd}` : ''}${code}`;
     }
+    const reload = document.getElementById('qr-reload');
+    if (reload) reload.hidden = !(state.mode === 'QR' && state.qrIdle);
+    const qr = document.querySelector('[data-ref]');
+    if (qr) qr.dataset.ref = state.authCode && !state.qrIdle ? state.authCode.ref : '';
   }
 
   function setMode(mode) {
     if (mode === state.mode) return;
     state.mode = mode;
     emit('conn.stream_mode_changed', mode);
-    // wa-js fires main_ready on the first QR or MAIN of a page load: "loaded", not "logged in".
+    // src/conn/events/registerMainReadyEvent.ts: once per load, on the first QR or MAIN.
     if (mode === 'MAIN' || (mode === 'QR' && !state.qrShown)) emit('conn.main_ready');
     if (mode === 'QR') state.qrShown = true;
     render();
@@ -103,6 +164,13 @@
     state.authCode = code;
     emit('conn.auth_code_change', code);
     render();
+  }
+
+  // A hung page, as a crashed renderer looks to the session pod.
+  function hang() {
+    for (;;) {
+      // never returns
+    }
   }
 
   // ---- login storage --------------------------------------------------------------------
@@ -174,46 +242,79 @@
   const handlers = {
     qr: ({ code }) => {
       state.authCode = code; // already in place for the listeners of the mode change
+      state.qrIdle = false;
       setOnline(true);
       setMode('QR');
       setAuthCode(code);
     },
+    // src/conn/events/registerQrCodeIdleEvent.ts: no payload. The ref stays behind in the
+    // page (whether WhatsApp clears it was not confirmed), so getAuthCode may still return
+    // the code that went idle: it must not be shown again.
     qr_idle: () => {
-      setAuthCode(null);
+      state.qrIdle = true;
       emit('conn.qrcode_idle');
+      render();
     },
-    resume: () => {
+    resume: ({ syncProgress }) => {
       state.authenticated = true;
+      state.syncProgress = syncProgress;
       setOnline(true);
       setMode('SYNCING');
     },
     authenticated: async ({ wid: widMd, token }) => {
       await storeLogin(widMd, token);
       Object.assign(state, { widMd, token, authenticated: true, registered: true });
+      state.scannedThisLoad = true;
       send({ type: 'stored' });
       setAuthCode(null);
-      emit('conn.authenticated');
       setMode('SYNCING');
     },
-    main: () => setMode('MAIN'),
+    main: ({ syncProgress }) => {
+      state.syncProgress = syncProgress;
+      setMode('MAIN');
+      // src/conn/events/registerAuthenticatedEvent.ts: on Cmd 'main_loaded', only when the
+      // page was not authenticated at injection: after a scan, never for a restored session,
+      // and it may come after MAIN.
+      if (state.scannedThisLoad) {
+        state.scannedThisLoad = false;
+        setTimeout(() => emit('conn.authenticated'), 50);
+      }
+    },
     invalid: ({ reason }) => forgetLogin(reason),
     logout: async ({ reason }) => {
       await forgetLogin(reason);
       reloadSoon();
     },
-    message: ({ message: raw }) => emit('chat.new_message', message(raw)),
-    ack: ({ ack, chat, ids }) => emit('chat.msg_ack_change', { ack, chat: wid(chat), ids: ids.map(msgKey) }),
-    response: ({ id, result, error }) => {
+    // src/chat/events/registerNewMessageEvent.ts: every new message of the store, the
+    // ciphertext placeholder included; the page tells the server it took the message.
+    message: ({ message: raw }) => {
+      if (state.fault === 'hang_after_taking_incoming') {
+        send({ type: 'took', id: raw.id._serialized });
+        hang();
+      }
+      const model = message(raw);
+      if (raw.type !== 'ciphertext') msgStore.set(model.id._serialized, model);
+      emit('chat.new_message', model);
+      if (raw.type !== 'ciphertext') send({ type: 'took', id: raw.id._serialized });
+    },
+    // src/chat/events/registerAckMessageEvent.ts: {ack, chat, sender?, ids: MsgKey[]}.
+    ack: ({ ack, chat, ids }) => {
+      for (const key of ids) {
+        const local = msgStore.get(key._serialized);
+        if (local) local.ack = ack;
+      }
+      emit('chat.msg_ack_change', { ack, chat: wid(chat), ids: ids.map((k) => new MsgKey(k)) });
+    },
+    fault: ({ fault }) => {
+      state.fault = fault;
+    },
+    response: ({ id, result, error, code }) => {
       const request = pending.get(id);
       pending.delete(id);
-      if (request && error !== undefined) request.reject(new Error(error));
+      if (request && error !== undefined) request.reject(code ? new WPPError(code, error) : new Error(error));
       else if (request) request.resolve(result);
     },
-    crash: () => {
-      for (;;) {
-        // A hung page: the session pod has to notice it.
-      }
-    },
+    crash: () => hang(),
   };
 
   function send(payload) {
@@ -223,7 +324,10 @@
   function connect() {
     const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
     socket = ws;
-    ws.onopen = () => send({ type: 'hello', wid: state.widMd, token: state.token });
+    ws.onopen = () => {
+      send({ type: 'hello', wid: state.widMd, token: state.token, keepAlive: state.keepAlive });
+      for (const queued of waitingForSocket.splice(0)) queued();
+    };
     ws.onmessage = (event) => {
       const payload = JSON.parse(event.data);
       // One at a time and in order: storing the login must finish before what follows.
@@ -251,6 +355,94 @@
     });
   }
 
+  // A send goes out as soon as there is a socket: WhatsApp Web keeps an offline message with
+  // ack 0 (CLOCK) and sends it once connected, so the promise can wait for a long time.
+  function sendWhenOnline(params) {
+    return new Promise((resolve, reject) => {
+      const go = () => request('send_text', params).then(resolve, reject);
+      if (socket && socket.readyState === WebSocket.OPEN) go();
+      else waitingForSocket.push(go);
+    });
+  }
+
+  async function find(chatId) {
+    // src/chat/functions/find.ts L57-66: the chat found for a phone number may be a @lid chat.
+    const found = await request('find_chat', { chatId: idOf(chatId) });
+    return { id: wid(found.id), name: found.name, formattedTitle: found.formattedTitle };
+  }
+
+  // src/chat/functions/generateMessageID.ts: a MsgKey from me, remote = the chat's id.
+  function generateMessageID(chat) {
+    const to = chat && chat.id ? chat.id : wid(idOf(chat));
+    const bytes = crypto.getRandomValues(new Uint8Array(10));
+    const id = `3EB0${[...bytes].map((b) => b.toString(16).padStart(2, '0')).join('').toUpperCase()}`;
+    return new MsgKey({ fromMe: true, remote: to._serialized, id });
+  }
+
+  // src/chat/functions/sendRawMessage.ts L131-155 and prepareRawMessage.ts L120-146.
+  async function sendTextMessage(chatId, content, options = {}) {
+    const opts = { ...DEFAULT_SEND_OPTIONS, ...options };
+    const chat = await find(chatId);
+    let key;
+    if (opts.messageId) {
+      key = typeof opts.messageId === 'string' ? MsgKey.fromString(opts.messageId) : opts.messageId;
+      if (!key.fromMe) {
+        throw new WPPError('message_key_is_not_from_me', 'Message key is not from me', {
+          messageId: String(key),
+        });
+      }
+      if (!key.remote.equals(chat.id)) {
+        throw new WPPError(
+          'message_key_remote_id_is_not_same_of_chat',
+          'Message key remote ID is not same of chat',
+          { messageId: String(key) },
+        );
+      }
+    } else {
+      key = generateMessageID(chat);
+    }
+    if (state.fault === 'hang_before_send') hang();
+    const local = {
+      id: key,
+      from: wid(`${state.widMd.split('@')[0].split(':')[0]}@c.us`),
+      to: chat.id,
+      body: String(content),
+      type: 'chat',
+      t: Math.floor(Date.now() / 1000),
+      ack: 0,
+    };
+    msgStore.set(key._serialized, local);
+    emit('chat.new_message', local);
+    const sending = sendWhenOnline({ chatId: chat.id._serialized, content: String(content), id: key.id });
+    const outcome = sending.then(
+      (result) => {
+        local.ack = result.ack;
+        local.t = result.t;
+        return { messageSendResult: result.messageSendResult, t: result.t };
+      },
+      // The socket went away after the request left: WhatsApp Web would retry it.
+      () => new Promise(() => {}),
+    );
+    let sendMsgResult = null;
+    if (opts.waitForAck) sendMsgResult = await outcome;
+    return {
+      id: key._serialized,
+      ack: local.ack,
+      from: local.from._serialized,
+      to: chat.id._serialized,
+      sendMsgResult,
+    };
+  }
+
+  // src/chat/functions/getMessageById.ts: MsgStore, then the chat, then WhatsApp; WPPError
+  // msg_not_found when it does not exist, and assertGetChat throws for an unknown chat.
+  async function getMessageById(id) {
+    const key = typeof id === 'string' ? MsgKey.fromString(id) : id;
+    const local = msgStore.get(key._serialized);
+    if (local) return local;
+    return message(await request('get_message', { id: key._serialized }));
+  }
+
   // ---- window.WPP -----------------------------------------------------------------------
 
   const WPP = {
@@ -261,9 +453,9 @@
       get isReady() {
         return state.ready;
       },
+      // src/loader/index.ts L51-55: a listener registered after readiness never fires.
       onReady(listener, delay = 0) {
-        if (state.ready) setTimeout(listener, delay);
-        else readyListeners.push(() => setTimeout(listener, delay));
+        if (!state.ready) readyListeners.push(() => setTimeout(listener, delay));
       },
     },
     on(name, listener) {
@@ -275,20 +467,34 @@
       return WPP;
     },
     conn: {
-      getAuthCode: async () => state.authCode,
-      refreshQR: () => request('refresh_qr'),
+      // src/conn/functions/getAuthCode.ts L34-50: null when there is no ref, or once
+      // authenticated or registered.
+      getAuthCode: async () => (state.authenticated || state.registered ? null : state.authCode),
+      // src/conn/functions/refreshQR.ts calls Cmd.refreshQR(), which current WhatsApp Web no
+      // longer has: the QR's own reload button is the way to a new code.
+      refreshQR: async () => {
+        throw new TypeError("Cannot read properties of undefined (reading 'refreshQR')");
+      },
       isAuthenticated: () => state.authenticated,
       isRegistered: () => state.registered,
+      isOnline: () => state.online,
+      // src/conn/functions/setKeepAlive.ts: synchronous, returns whether it is on.
+      setKeepAlive: (enable = true) => {
+        state.keepAlive = Boolean(enable);
+        if (socket && socket.readyState === WebSocket.OPEN) send({ type: 'keep_alive', enable: state.keepAlive });
+        return state.keepAlive;
+      },
       getStreamData: () => ({ mode: state.mode, info: STREAM_INFO[state.mode] }),
       getMyUserId: () => {
         if (!state.widMd) return undefined;
         const [user, server] = state.widMd.split('@');
         return wid(`${user.split(':')[0]}@${server}`);
       },
+      // src/conn/functions/getHistorySyncProgress.ts L42: inProgress = (realProgress || 0) < 100;
+      // realProgress can stay null, so "in progress" never ends.
       getHistorySyncProgress: () => {
-        const inProgress = state.mode === 'SYNCING';
-        const progress = { MAIN: 100, SYNCING: 0 }[state.mode] ?? null;
-        return { progress, paused: false, inProgress };
+        const progress = state.mode === 'MAIN' ? state.syncProgress : 0;
+        return { progress, paused: false, inProgress: (progress || 0) < 100 };
       },
       logout: async () => {
         await request('logout');
@@ -298,34 +504,54 @@
       },
     },
     chat: {
-      sendTextMessage: async (chatId, content) => {
-        const sent = message(await request('send_text', { chatId: idOf(chatId), content: String(content) }));
-        emit('chat.new_message', sent);
-        return {
-          id: sent.id._serialized,
-          from: sent.from._serialized,
-          to: sent.to._serialized,
-          ack: sent.ack,
-          sendMsgResult: { messageSendResult: 'OK', t: sent.t },
-        };
-      },
+      find,
+      generateMessageID,
+      getMessageById,
+      sendTextMessage,
+      // src/chat/functions/archive.ts: {wid, archive}; "already archived" and chat_not_found throw.
       archive: async (chatId, archive = true) => {
         const result = await request('archive', { chatId: idOf(chatId), archive });
         return { wid: wid(result.wid), archive: result.archive };
       },
-      list: async (options = {}) => (await request('chat_list', { count: options.count })).map(withWid),
+      list: async (options = {}) =>
+        (await request('chat_list', { count: options.count })).map((raw) => ({ ...raw, id: wid(raw.id) })),
+      // src/chat/functions/getMessages.ts: count 0 becomes 20; [] for a chat with no messages.
       getMessages: async (chatId, options = {}) =>
-        (await request('get_messages', { chatId: idOf(chatId), count: options.count })).map(message),
+        (await request('get_messages', { chatId: idOf(chatId), count: options.count || 20 })).map(message),
     },
     contact: {
-      list: async () => (await request('contact_list')).map(withWid),
+      list: async () => (await request('contact_list')).map(contactModel),
+      // src/contact/functions/queryWidExists.ts L86-103: null for "not registered" AND for any
+      // server error (here: the request failing while offline).
       queryWidExists: async (contactId) => {
-        const found = await request('query_wid', { id: idOf(contactId) });
-        return found && { wid: wid(found.wid), biz: found.biz };
+        try {
+          const found = await request('query_wid', { id: idOf(contactId) });
+          return found && { wid: wid(found.wid), biz: found.biz, ...(found.lid && { lid: wid(found.lid) }) };
+        } catch {
+          return null;
+        }
+      },
+    },
+  };
+  // WhatsApp's own modules as wa-js exposes them (WPP.whatsapp): the native number query
+  // throws on a failed query where WPP.contact.queryWidExists answers null.
+  WPP.whatsapp = {
+    WidFactory: { createWid: (serialized) => wid(String(serialized)) },
+    functions: {
+      queryWidExists: async (contact) => {
+        const found = await request('query_wid', { id: idOf(contact) });
+        return found ? { wid: wid(found.wid), biz: found.biz } : null;
       },
     },
   };
   window.WPP = WPP;
+
+  // The QR's reload button (WPPConnect clicks it: src/api/helpers/scrape-img-qr.ts).
+  document.addEventListener('click', (event) => {
+    if (event.target && event.target.closest && event.target.closest('#qr-reload')) {
+      request('reload_qr').catch((error) => console.error(error));
+    }
+  });
 
   async function boot() {
     try {

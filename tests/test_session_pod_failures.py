@@ -1,0 +1,76 @@
+"""No failure is silent in the session pod: what its tasks did not expect becomes a state, a
+metric and a log line, and liveness says so."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from session_pod.events import EventBus
+from session_pod.storage import BackupManager
+from session_pod.storage.stores import LocalStore
+from tests.support.processes import wait_until
+from tests.support.session_pods import Double, SessionPod
+
+StartPod = Callable[..., SessionPod]
+
+
+@pytest.fixture
+def small_volume(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB tmpfs as the pod's volume (unmounted afterwards)."""
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(volume)], check=True)
+    yield volume
+    subprocess.run(["umount", "-l", str(volume)], check=False)
+
+
+@pytest.mark.slow
+def test_a_restore_failing_unexpectedly_fails_the_session_and_liveness(
+    start_pod: StartPod, small_volume: Path, tmp_path: Path, double: Double
+) -> None:
+    """A backup whose login unpacks to more than the volume holds (the archive itself is
+    small): unpacking runs out of space, an error the restore does not expect. The session is
+    `failed` with the reason, /healthz 503, counted."""
+    backups, profile = tmp_path / "backups", tmp_path / "profile"
+    origin = double.url + "/"
+    leveldb = profile / "Default/Local Storage/leveldb"
+    leveldb.mkdir(parents=True)
+    (leveldb / "000003.log").write_bytes(bytes(4 * 2**20))
+    manager = BackupManager(LocalStore(backups), "whatsapp-sessions", "51")
+    asyncio.run(manager.backup(profile, origin))
+
+    pod = start_pod("51", small_volume / "pod", LOCAL_BACKUP_DIR=str(backups))
+    status = pod.wait_state("failed", timeout=30)
+    assert "No space left on device" in status["last_error"], status
+    health = pod.get("/healthz")
+    assert health.status_code == 503 and "No space left" in health.json()["detail"]
+    assert (
+        'wa_background_task_failures_total{task="browser-supervisor"} 1.0'
+        in pod.get("/metrics").text
+    )
+    assert wait_until(lambda: "session supervisor failed" in pod.program.log_tail(80), 5, "log")
+
+
+def test_one_failing_listener_does_not_keep_an_event_from_the_others() -> None:
+    async def scenario() -> list[str]:
+        bus = EventBus()
+        seen: list[str] = []
+
+        def broken(event: object) -> None:
+            raise RuntimeError("listener bug")
+
+        bus.add_listener(broken)
+        bus.add_listener(lambda event: seen.append(event.type))  # type: ignore[attr-defined]
+        stream = bus.subscribe()
+        bus.publish("ready", {"phone": "1"})
+        first = await anext(stream)
+        seen.append(f"stream:{first.type}")
+        await stream.aclose()
+        return seen
+
+    assert asyncio.run(scenario()) == ["ready", "stream:ready"]
