@@ -2,7 +2,8 @@
 sha512 integrity come from package-lock.json (what `npm ci` would check), the tarball from the
 npm registry, and only dist/wppconnect-wa.js is written out.
 
-python3 docker/wajs_bundle.py package-lock.json OUT_FILE  (NPM_CONFIG_REGISTRY overrides the registry)
+python3 docker/wajs_bundle.py package-lock.json OUT_FILE
+(NPM_CONFIG_REGISTRY overrides the registry)
 """
 
 from __future__ import annotations
