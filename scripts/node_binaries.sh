@@ -14,10 +14,8 @@
 # it runs only on the test bridge, with no port open.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TOOLS_MOD="$ROOT/tools/k8s"
+source "$ROOT/scripts/k8s_commands.sh"
 
-K8S_VERSION=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$TOOLS_MOD/go.mod")
-K8S_MINOR=$(echo "$K8S_VERSION" | cut -d. -f2)
 CACHE=${WA_TOOLS_CACHE:-$HOME/.cache/whatsapp-sessions}
 KUBE_ROUTER_VERSION=v2.1.0
 BIN="$CACHE/node-$K8S_VERSION/bin"
@@ -36,19 +34,7 @@ if [[ ! -x "$BIN/kubelet" || ! -x "$BIN/kube-scheduler" || ! -x "$BIN/kube-proxy
   command -v go >/dev/null || { log "Go >= 1.24 is required to build the kubelet"; exit 3; }
   log "building kubelet, kube-scheduler and kube-proxy $K8S_VERSION"
   start=$SECONDS
-  pkg=k8s.io/kubernetes/cmd
-  ldflags="-s -w"
-  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ldflags+=" -X $v.gitVersion=$K8S_VERSION -X $v.gitMajor=1 -X $v.gitMinor=$K8S_MINOR"
-    ldflags+=" -X $v.gitTreeState=clean"
-  done
-  (
-    cd "$TOOLS_MOD"
-    GOFLAGS="-modcacherw -mod=readonly -buildvcs=false" CGO_ENABLED=0 \
-      go build -trimpath -ldflags "$ldflags" -o "$WORK/go/" \
-      "$pkg/kubelet" "$pkg/kube-scheduler" "$pkg/kube-proxy"
-  )
-  mv "$WORK/go/kubelet" "$WORK/go/kube-scheduler" "$WORK/go/kube-proxy" "$BIN/"
+  build_k8s_commands "$CACHE" "$BIN" "$WORK" kubelet kube-scheduler kube-proxy
   log "built in $((SECONDS - start)) s"
 fi
 
