@@ -212,19 +212,17 @@ class Messenger:
             return await self._conclude(record, wa_id, "INTERRUPTED", None, record.body or "")
 
     async def _conclude_known(self, record: MessageRecord) -> dict[str, Any]:
-        """The answer for a message whose outcome is known, stored for its key if it had none."""
+        """The answer for a message whose outcome is known: its key's first answer, else this
+        one, stored as the key's."""
         if record.status == "failed":
             answer = failure("FAILED", record.id)
         else:
             answer = self._success(record, record.body or "", record.ack, False, queued=False)
 
-        def store(c: Any) -> None:
-            key = self.idempotency.message_of(c, record.id)
-            if key is not None:
-                self.idempotency.complete_in(c, key, answer)
-
-        await self._db.run(store)
-        return answer
+        key = record.idempotency_key
+        if key is None:
+            return answer
+        return await self._db.run(lambda c: self.idempotency.first_answer_in(c, key, answer))
 
     async def resolve_unfinished(self) -> int:
         """Resolves every attempt whose outcome is unknown; stops when the session is not

@@ -236,6 +236,7 @@ def test_an_idle_qr_is_replaced_not_republished(
         10,
         "a new QR after the reload button",
     )
+    pod.events.wait_for("qr", lambda d: d["qr"] == second)  # the stream may lag /qr
     codes = [e["data"]["qr"] for e in pod.events.of_type("qr")]
     assert codes == [first, second], "the idle code is never published again"
     double.scan(second, new_phone())

@@ -96,6 +96,17 @@ class IdempotencyStore:
             (key, body, time.time()),
         )
 
+    def first_answer_in(
+        self, c: sqlite3.Connection, key: str, response: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The key's stored answer, or `response` stored as it when it has none: a key never
+        gets a second, different answer."""
+        row = c.execute("SELECT response FROM idempotency_keys WHERE key = ?", (key,)).fetchone()
+        if row is not None and row[0] is not None:
+            return json.loads(row[0])
+        self.complete_in(c, key, response)
+        return response
+
     def bind_in(self, c: sqlite3.Connection, key: str, message_id: str) -> None:
         """Ties the reservation to the message about to be sent, inside the ledger's
         transaction: from here on the key is never released."""
