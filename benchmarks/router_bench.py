@@ -29,9 +29,9 @@ from tests.support.operator import CRD
 from tests.support.processes import Program, free_port, wait_until
 from tests.support.router import RouterProcess
 from tests.support.session_pods import SessionPod, start_double
+from whatsapp_common.naming import session_name
 from whatsapp_operator import GROUP, PLURAL, VERSION
 from whatsapp_operator.manifests import labels
-from whatsapp_operator.naming import session_name
 
 LOCATION = "bench-0"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

@@ -12,9 +12,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml ./
-COPY session_pod session_pod
+# The shared package and this program's own: never the other programs' code.
+COPY whatsapp_common whatsapp_common
 COPY operator operator
-COPY router router
 # The CA is mounted for this one step (a build secret): it is in no layer.
 RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \

@@ -16,9 +16,9 @@ RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export SSL_CERT_FILE=/run/secrets/build-ca; fi \
     && python3 wajs_bundle.py package-lock.json /opt/wa-js/wppconnect-wa.js
 COPY pyproject.toml ./
+# The shared package and this program's own: never the other programs' code.
+COPY whatsapp_common whatsapp_common
 COPY session_pod session_pod
-COPY operator operator
-COPY router router
 # The CA is mounted for this one step (a build secret): it is in no layer.
 RUN --mount=type=secret,id=build-ca \
     if [ -s /run/secrets/build-ca ]; then export PIP_CERT=/run/secrets/build-ca; fi \

@@ -30,8 +30,11 @@ fi
 base_id=$("$ENGINE" image inspect --format '{{.Id}}' "$BASE")
 
 inputs() { # NAME -> the files its Dockerfile copies, plus itself
-  local files=(".dockerignore" "docker/$1.Dockerfile" pyproject.toml session_pod operator router)
-  [[ $1 == session-pod ]] && files+=(package-lock.json docker/wajs_bundle.py)
+  local files=(".dockerignore" "docker/$1.Dockerfile" pyproject.toml whatsapp_common)
+  case $1 in
+    session-pod) files+=(session_pod package-lock.json docker/wajs_bundle.py) ;;
+    *) files+=("$1") ;;
+  esac
   if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     git ls-files -co --exclude-standard -- "${files[@]}"
   else # a source tree without git: the same files, less the caches .dockerignore drops

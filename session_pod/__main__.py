@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from . import logs, serving
+from whatsapp_common import logs, serving
+
 from .app import create_app
 from .config import Settings
-from .delivery import OutboxError
+from .delivery import DeliveryDatabaseError
 
 log = logs.get_logger("session_pod")
 
@@ -16,7 +17,7 @@ log = logs.get_logger("session_pod")
 async def serve(settings: Settings) -> None:
     try:
         app = create_app(settings)
-    except OutboxError as exc:
+    except DeliveryDatabaseError as exc:
         log.critical("the delivery database cannot be used", error=str(exc))
         sys.exit(f"delivery database error: {exc}")
     await serving.serve(

@@ -7,16 +7,10 @@ import json
 
 from aiohttp import web
 
-from .delivery import STATUSES, IdempotencyMismatch, Outbox
-from .driver import DriverError
-from .logs import get_logger
-from .messenger import Messenger, OutcomePending, SendOutcomeUnknown
-from .metrics import Metrics
-from .qr import qr_png
-from .session import NotReady, NumberUnchecked, Session, UnknownNumber, phone_of
-from .states import SessionState
-from .validation import (
-    ApiError,
+from whatsapp_common.answers import ApiError, being_initialized, success
+from whatsapp_common.logs import get_logger
+from whatsapp_common.states import SessionState
+from whatsapp_common.validation import (
     choice_param,
     idempotency_key,
     int_param,
@@ -26,6 +20,13 @@ from .validation import (
     text_field,
 )
 
+from .delivery import STATUSES, IdempotencyMismatch, Outbox
+from .driver import DriverError
+from .messenger import Messenger, OutcomePending, SendOutcomeUnknown
+from .metrics import Metrics
+from .qr import qr_png
+from .session import NotReady, NumberUnchecked, Session, UnknownNumber, phone_of
+
 log = get_logger(__name__)
 SESSION = web.AppKey("session", Session)
 METRICS = web.AppKey("metrics", Metrics)
@@ -33,21 +34,8 @@ MESSENGER = web.AppKey("messenger", Messenger)
 OUTBOX = web.AppKey("outbox", Outbox)
 
 
-def success(body: object) -> web.Response:
-    """The seed's success shape."""
-    return web.json_response({"code": 200, "status": "success", "body": body})
-
-
 def not_ready(session: Session) -> ApiError:
-    """The seed's 400 "being initialized" answer; Retry-After tells clients when to come back."""
-    error = ApiError(
-        400,
-        f"The WhatsApp client of location {session.settings.location_id} is being initialized, "
-        "try again later",
-        state=str(session.state),
-    )
-    error.headers["Retry-After"] = "5"
-    return error
+    return being_initialized(session.settings.location_id, str(session.state), retry_after=5)
 
 
 def failed(message: str, exc: Exception) -> ApiError:

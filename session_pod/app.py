@@ -10,34 +10,43 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from whatsapp_common.event_types import EventType
+from whatsapp_common.middleware import REQUEST_METRICS, errors_in_api_shape
+from whatsapp_common.validation import MAX_BODY_BYTES
+
 from .api import MESSENGER, METRICS, OUTBOX, SESSION, add_routes
 from .backup_schedule import BackupSchedule
 from .config import Settings
-from .delivery import IdempotencyStore, Inbox, MessageLedger, Outbox, OutboxError, RateLimiter
+from .delivery import (
+    DeliveryDatabaseError,
+    IdempotencyStore,
+    Inbox,
+    MessageLedger,
+    Outbox,
+    RateLimiter,
+)
 from .delivery.store import Database
 from .events import EventBus, SessionEvent
 from .messenger import Messenger
 from .metrics import Metrics
-from .middleware import REQUEST_METRICS, seed_errors
 from .session import Session
 from .tasks import Supervised
-from .validation import MAX_BODY_BYTES
 
 
 def create_app(settings: Settings) -> web.Application:
-    """Raises OutboxError when the delivery database cannot be used."""
+    """Raises DeliveryDatabaseError when the delivery database cannot be used."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(settings.location_id)
     bus = EventBus()
     tasks = Supervised(metrics)
     db = Database.open(settings.delivery_db, "")
     outbox = Outbox(db, settings.location_id, settings.webhooks)
-    inbox = Inbox(db, outbox, lambda message: bus.publish("message", message, durable=True))
+    inbox = Inbox(db, outbox, lambda message: bus.publish(EventType.MESSAGE, message, durable=True))
 
     def on_message(message: dict[str, object]) -> None:
         try:
             inbox.accept(message)
-        except OutboxError as exc:
+        except DeliveryDatabaseError as exc:
             session.fail(f"delivery database unusable: {exc}")
 
     session = Session(
@@ -62,14 +71,14 @@ def create_app(settings: Settings) -> web.Application:
             return
         try:
             outbox.enqueue(event.type, event.data)
-        except OutboxError as exc:
+        except DeliveryDatabaseError as exc:
             session.fail(f"webhook outbox unusable: {exc}")
 
     bus.add_listener(lambda event: metrics.events.labels(event.type).inc())
     bus.add_listener(to_outbox)
     bus.add_listener(messenger.on_event)
 
-    app = web.Application(middlewares=[seed_errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[errors_in_api_shape], client_max_size=MAX_BODY_BYTES)
     app[SESSION] = session
     app[METRICS] = metrics
     app[REQUEST_METRICS] = metrics

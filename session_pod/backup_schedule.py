@@ -16,9 +16,11 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from whatsapp_common.event_types import EventType
+from whatsapp_common.logs import get_logger
+
 from .config import Settings
 from .events import EventBus
-from .logs import get_logger
 from .storage import (
     BackupManager,
     BackupRecord,
@@ -61,7 +63,7 @@ class BackupSchedule:
             return
         if result.skipped:
             self._bus.publish(
-                "backup_fallback",
+                EventType.BACKUP_FALLBACK,
                 {
                     "version": result.version,
                     "skipped": [{"version": s.version, "reason": s.reason} for s in result.skipped],
@@ -69,7 +71,7 @@ class BackupSchedule:
             )
         if result.restored:
             self._bus.publish(
-                "session_restored",
+                EventType.SESSION_RESTORED,
                 {
                     "version": result.version,
                     "size": result.size,
@@ -90,7 +92,7 @@ class BackupSchedule:
             except (StoreError, SnapshotError, OSError) as exc:
                 # Reported and left for the next trigger: the schedule goes on.
                 log.error("backup failed", trigger=trigger, error=str(exc))
-                self._bus.publish("backup_failed", {"trigger": trigger, "error": str(exc)})
+                self._bus.publish(EventType.BACKUP_FAILED, {"trigger": trigger, "error": str(exc)})
                 return None
         self.last = {
             "version": record.version,
@@ -98,7 +100,7 @@ class BackupSchedule:
             "created": record.created.isoformat(),
         }
         self._bus.publish(
-            "remote_session_saved",
+            EventType.REMOTE_SESSION_SAVED,
             {**self.last, "duration_seconds": record.duration_seconds, "trigger": trigger},
         )
         return record
@@ -118,7 +120,7 @@ class BackupSchedule:
         async with self._lock:
             deleted = await self._manager.delete_all()
         self.last = None
-        self._bus.publish("backups_deleted", {"objects": deleted})
+        self._bus.publish(EventType.BACKUPS_DELETED, {"objects": deleted})
         return deleted
 
     async def _back_up_while_ready(self, sync_finished: SyncFinished) -> None:
@@ -147,5 +149,6 @@ class BackupSchedule:
             retry_in=delay,
         )
         self._bus.publish(
-            "storage_unavailable", {"attempt": attempt, "error": str(error), "retry_in": delay}
+            EventType.STORAGE_UNAVAILABLE,
+            {"attempt": attempt, "error": str(error), "retry_in": delay},
         )

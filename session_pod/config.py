@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from whatsapp_common.envvars import ConfigError, env_bool, env_int, env_number
+
 from .delivery.watchdog import WatchdogSettings
 from .delivery.webhooks import WebhookSettings
-from .envvars import ConfigError, env_bool, env_int, env_number
 from .storage.settings import StorageSettings
 
 __all__ = ["ConfigError", "Settings"]

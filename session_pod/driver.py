@@ -20,8 +20,9 @@ from typing import Any
 from playwright.async_api import BrowserContext, Page, Playwright, async_playwright
 from playwright.async_api import Error as PlaywrightError
 
+from whatsapp_common.logs import get_logger
+
 from .config import Settings
-from .logs import get_logger
 
 log = get_logger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .logs import get_logger
+from whatsapp_common.logs import get_logger
 
 log = get_logger(__name__)
 

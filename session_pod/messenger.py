@@ -22,14 +22,16 @@ import contextlib
 import hashlib
 from typing import Any
 
+from whatsapp_common.event_types import EventType
+from whatsapp_common.logs import get_logger
+from whatsapp_common.states import SessionState
+
 from .delivery import AckWatchdog, IdempotencyStore, MessageLedger, MessageRecord, RateLimiter
 from .delivery.inbox import Inbox
 from .delivery.locks import KeyedLocks
 from .driver import DriverError
 from .events import SessionEvent
-from .logs import get_logger
 from .session import NotReady, Session
-from .states import SessionState
 from .tasks import Supervised
 
 log = get_logger(__name__)
@@ -296,12 +298,12 @@ class Messenger:
         data: dict[str, Any] = {"id": record.id if record else wa_id, "ack": ack, "chat": chat}
         if record is not None and record.id != wa_id:
             data["whatsapp_id"] = wa_id
-        self.session.bus.publish("message_ack", data)
+        self.session.bus.publish(EventType.MESSAGE_ACK, data)
 
     def on_event(self, event: SessionEvent) -> None:
         """Bus listener: a ready session resolves unfinished sends and catches up; one that
         leaves `ready` may have lost what the page took, until the next catch-up."""
-        if event.type != "state":
+        if event.type != EventType.STATE:
             return
         if event.data.get("state") == str(SessionState.READY):
             self._ready_generation += 1

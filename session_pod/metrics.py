@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .states import SessionState
+from whatsapp_common.states import SessionState
 
 
 class Metrics:
@@ -24,8 +24,8 @@ class Metrics:
             "wa_send_seconds", "Time WhatsApp Web took to accept a message", registry=self.registry
         )
         self.browser_restarts = Counter(
-            "wa_browser_exits",
-            "Browser runs that ended (crash, hang, failed launch)",
+            "wa_browser_relaunches",
+            "Browser relaunches after a run ended (crash, hang, failed launch)",
             registry=self.registry,
         )
         self.events = Counter(

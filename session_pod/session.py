@@ -17,13 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from whatsapp_common.backoff import backoff_delay
+from whatsapp_common.event_types import EventType
+from whatsapp_common.logs import get_logger
+from whatsapp_common.states import SessionState
+from whatsapp_common.tasks import cancel_and_wait
+
 from .backup_schedule import BackupSchedule
 from .config import Settings
 from .driver import BridgeMessage, DriverError, WhatsAppWebDriver
 from .events import EventBus
-from .logs import get_logger
 from .metrics import Metrics
-from .states import SessionState, StateMachine
+from .state_machine import StateMachine
 from .storage import StoreError
 
 log = get_logger(__name__)
@@ -275,7 +280,7 @@ class Session:
                 self._move(S.FAILED, reason)
                 return
             self._move(S.DISCONNECTED, reason)
-            delay = min(self.settings.relaunch_backoff_max, 2.0 ** max(failures - 1, 0))
+            delay = backoff_delay(failures, 1.0, self.settings.relaunch_backoff_max)
             log.warning("relaunching the browser", reason=reason, delay=delay, failures=failures)
             await asyncio.sleep(delay)
             self._move(S.STARTING, "relaunching the browser")
@@ -293,10 +298,7 @@ class Session:
 
     async def _stop_supervisor(self) -> None:
         task, self._supervisor = self._supervisor, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self.driver.close()
 
     async def _sync_finished(self) -> bool:
@@ -317,13 +319,13 @@ class Session:
         if kind == "conn.qrcode_idle":
             self._idle_code = self.qr.code if self.qr else self._idle_code
             self.qr = None
-            self.bus.publish("qr_idle", {})
+            self.bus.publish(EventType.QR_IDLE, {})
         elif kind == "conn.logout_reason":
             self.last_error = f"logged out: {data.get('reason')}"
         elif kind == "conn.logout" and not self._logging_out:
             self.phone, self.qr, self._linked = None, None, False
             self._move(S.QR_REQUIRED, "logged out remotely")
-            self.bus.publish("disconnected", {"reason": "logout"})
+            self.bus.publish(EventType.DISCONNECTED, {"reason": "logout"})
         elif kind == "chat.new_message":
             self._on_message(data)
         elif kind == "chat.msg_ack_change":
@@ -341,7 +343,7 @@ class Session:
         if code and (self.qr is None or self.qr.code != code):
             now = time.time()
             self.qr = QrCode(code, now, now + self.settings.qr_ttl)
-            self.bus.publish("qr", {"qr": code, "expires_at": self.qr.expires_at})
+            self.bus.publish(EventType.QR, {"qr": code, "expires_at": self.qr.expires_at})
         target = derive_state(snapshot)
         if target == S.QR_REQUIRED and self.state == S.AUTHENTICATING and not code:
             return  # scanned: the page has not switched to SYNCING yet
@@ -365,16 +367,16 @@ class Session:
         elif old == S.READY:
             self.backups.session_not_ready()
         self.bus.publish(
-            "state",
+            EventType.STATE,
             {"state": str(new), "previous": str(old), "reason": reason, "phone": self.phone},
         )
         if old == S.QR_REQUIRED and new in (S.AUTHENTICATING, S.SYNCING, S.READY):
             # The seed's `authenticated`: the QR was scanned. Not wa-js's conn.authenticated,
             # which fires at main_loaded, maybe after MAIN (and never for a restored session).
-            self.bus.publish("authenticated", {"phone": self.phone})
+            self.bus.publish(EventType.AUTHENTICATED, {"phone": self.phone})
         if new == S.READY:
-            self.bus.publish("ready", {"phone": self.phone})
+            self.bus.publish(EventType.READY, {"phone": self.phone})
         elif new == S.DISCONNECTED:
-            self.bus.publish("disconnected", {"reason": reason})
+            self.bus.publish(EventType.DISCONNECTED, {"reason": reason})
         elif new == S.QR_REQUIRED and old == S.AUTHENTICATING:
-            self.bus.publish("auth_failure", {"reason": reason})
+            self.bus.publish(EventType.AUTH_FAILURE, {"reason": reason})

@@ -8,11 +8,12 @@ A task that raises is logged once with its name and counted in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .logs import get_logger
+from whatsapp_common.logs import get_logger
+from whatsapp_common.tasks import cancel_and_wait
+
 from .metrics import Metrics
 
 log = get_logger(__name__)
@@ -50,12 +51,7 @@ class Supervised:
         task.add_done_callback(ended)
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -26,12 +26,12 @@ from aiohttp import web
 from session_pod.config import ConfigError
 from session_pod.delivery import (
     AckWatchdog,
+    DeliveryDatabaseError,
     IdempotencyMismatch,
     IdempotencyStore,
     MessageLedger,
     MessageRecord,
     Outbox,
-    OutboxError,
     RateLimiter,
     WatchdogSettings,
     WebhookSettings,
@@ -381,7 +381,7 @@ def test_a_corrupt_database_is_a_clear_error(tmp_path: Path) -> None:
         lambda: MessageLedger(db),
         lambda: IdempotencyStore(db),
     ):
-        with pytest.raises(OutboxError, match=r"pod\.db"):
+        with pytest.raises(DeliveryDatabaseError, match=r"pod\.db"):
             open_store()
 
 
@@ -396,22 +396,22 @@ def test_a_database_corrupted_after_use_is_a_clear_error(tmp_path: Path) -> None
     with db.open("r+b") as f:  # keep the header, trash the pages
         f.seek(4096)
         f.write(os.urandom(db.stat().st_size - 4096))
-    with pytest.raises(OutboxError):
+    with pytest.raises(DeliveryDatabaseError):
         Outbox(db, "13", WebhookSettings("http://127.0.0.1:9"))
 
 
 def test_an_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a regular file")  # fails for root too, unlike chmod
-    with pytest.raises(OutboxError, match="cannot open"):
+    with pytest.raises(DeliveryDatabaseError, match="cannot open"):
         Outbox(blocker / "pod.db", "13", WebhookSettings("http://127.0.0.1:9"))
-    with pytest.raises(OutboxError):
+    with pytest.raises(DeliveryDatabaseError):
         MessageLedger(blocker / "pod.db")
 
 
 DISK_FULL = """
 import json, resource, signal, sys
-from session_pod.delivery import Outbox, OutboxError, WebhookSettings
+from session_pod.delivery import Outbox, DeliveryDatabaseError, WebhookSettings
 outbox = Outbox(sys.argv[1], "13", WebhookSettings("http://127.0.0.1:9"))
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
@@ -420,7 +420,7 @@ try:
     while accepted < 1000:
         outbox.enqueue("message", {"n": accepted, "pad": "x" * 2000})
         accepted += 1
-except OutboxError as exc:
+except DeliveryDatabaseError as exc:
     print(json.dumps({"accepted": accepted, "error": str(exc)}))
 """
 

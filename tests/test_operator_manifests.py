@@ -8,15 +8,15 @@ import pytest
 import yaml
 
 from tests.support.processes import REPO
-from whatsapp_operator.config import ConfigError, OperatorConfig, with_defaults
-from whatsapp_operator.manifests import service, statefulset
-from whatsapp_operator.naming import (
+from whatsapp_common.naming import (
     LOCATION_ID_MAX,
     LOCATION_ID_PATTERN,
     MAX_NAME,
     session_name,
     valid_location_id,
 )
+from whatsapp_operator.config import ConfigError, OperatorConfig, with_defaults
+from whatsapp_operator.manifests import service, statefulset
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 

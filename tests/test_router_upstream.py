@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from session_pod.serving import app_runner
+from whatsapp_common.serving import app_runner
 from whatsapp_router.app import create_app
 from whatsapp_router.config import RouterSettings
 from whatsapp_router.directory import Directory, PodRecord, SessionRecord, label_of

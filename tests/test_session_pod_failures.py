@@ -12,9 +12,9 @@ import pytest
 
 from session_pod.events import EventBus
 from session_pod.storage import BackupManager
-from session_pod.storage.stores import LocalStore
 from tests.support.processes import wait_until
 from tests.support.session_pods import Double, SessionPod
+from whatsapp_common.objectstore import LocalStore
 
 StartPod = Callable[..., SessionPod]
 

@@ -9,8 +9,10 @@ import pytest
 from session_pod.config import ConfigError, Settings
 from session_pod.events import EventBus
 from session_pod.session import derive_state, phone_of
-from session_pod.states import InvalidTransition, SessionState, StateMachine
-from session_pod.validation import ApiError, int_param, location_identifier, receiver_chat_id
+from session_pod.state_machine import InvalidTransition, StateMachine
+from whatsapp_common.answers import ApiError
+from whatsapp_common.states import SessionState
+from whatsapp_common.validation import int_param, location_identifier, receiver_chat_id
 
 
 @pytest.mark.parametrize(

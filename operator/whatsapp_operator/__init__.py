@@ -2,7 +2,3 @@
 
 Lives in operator/ (a folder, never a package: a package named `operator` would shadow the
 standard library's module)."""
-
-GROUP = "whatsapp-sessions.io"
-VERSION = "v1alpha1"
-PLURAL = "whatsappsessions"

@@ -12,7 +12,8 @@ import asyncio
 import json
 from typing import Any
 
-from . import GROUP, PLURAL, VERSION
+from whatsapp_common.crd import GROUP, PLURAL, VERSION
+
 from .kube import Api
 from .resource import Resource, Seen
 

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from session_pod.envvars import ConfigError, env_int, env_number
+from whatsapp_common.envvars import ConfigError, env_int, env_number
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ from typing import Any
 
 import aiohttp
 
-from session_pod.logs import get_logger
+from whatsapp_common.backoff import backoff_delay
+from whatsapp_common.event_types import EventType
+from whatsapp_common.logs import get_logger
+from whatsapp_common.states import phase_of
 
 from .config import OperatorConfig
 from .kube import Api
@@ -24,7 +27,6 @@ from .notices import Notices
 from .resource import Resource
 from .sse import ServerEvent, read_events
 from .status import (
-    PHASES,
     WARNINGS,
     backup_status,
     pod_gone_status,
@@ -33,7 +35,6 @@ from .status import (
 )
 
 log = get_logger(__name__)
-RECONNECT_SECONDS = (0.2, 0.5, 1, 2, 5)
 # Failed attempts in a row before the pod's state counts as unknown (a starting pod refuses
 # for a moment before its server listens).
 UNREACHABLE_AFTER = 3
@@ -162,7 +163,7 @@ class Followers:
                     elif event.id > after:
                         self._apply(mirror, event, live=event.at >= started)
                         after = event.id
-                        if event.type == "state":
+                        if event.type == EventType.STATE:
                             state = event.data
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
@@ -176,12 +177,12 @@ class Followers:
                 )
                 if failures + 1 >= UNREACHABLE_AFTER:  # the pod's state is not known
                     mirror.update(unreachable_status(mirror.conditions, f"{pod.name}: {kind}"))
-                await asyncio.sleep(RECONNECT_SECONDS[min(failures, len(RECONNECT_SECONDS) - 1)])
                 failures += 1
+                await asyncio.sleep(backoff_delay(failures, 0.2, 5.0))
 
     def _apply(self, mirror: Mirror, event: ServerEvent, live: bool) -> None:
         """One event into the desired status (the mirror writes it)."""
-        if event.type == "state" and event.data.get("state") in PHASES:
+        if event.type == EventType.STATE and phase_of(event.data.get("state", "")) is not None:
             fields = state_status(event.data, mirror.conditions, event.at)
             if fields["phase"] != mirror.phase and live:
                 self._notices.info(
@@ -190,7 +191,7 @@ class Followers:
                     f"{mirror.phase or 'Pending'} -> {fields['phase']}: {fields['message']}",
                 )
             mirror.update(fields)
-        elif event.type == "remote_session_saved":
+        elif event.type == EventType.REMOTE_SESSION_SAVED:
             mirror.update(backup_status(event.data, mirror.conditions, event.at))
         elif event.type in WARNINGS and live:
             self._notices.warn(mirror.resource, event.type, str(event.data))

@@ -12,14 +12,14 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from . import GROUP, PLURAL, VERSION
+from whatsapp_common.crd import APP, GROUP, LOCATION_LABEL, PLURAL, VERSION
+from whatsapp_common.naming import session_name
+
 from .cache import Cache
 from .config import OperatorConfig
 from .followers import Followers, PodSeen
 from .kube import Api, Kube, Unreachable, handler_error
-from .manifests import APP, LOCATION_LABEL
 from .metrics import serve
-from .naming import session_name
 from .notices import Notices
 from .reconcile import reconcile
 from .removal import apply_deletion_policy

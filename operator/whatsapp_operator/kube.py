@@ -1,6 +1,6 @@
-"""The Kubernetes API clients. `Kube` holds the synchronous clients (the router uses them in
-its watch threads); `Api` is how the operator calls them: on its own bounded executor, each
-call with a timeout, counted, and its failures turned into kopf's error types by handlers."""
+"""How the operator calls the Kubernetes API (`Kube`'s synchronous clients): on its own
+bounded executor, each call with a timeout, counted, and its failures turned into kopf's
+error types by handlers."""
 
 from __future__ import annotations
 
@@ -11,27 +11,16 @@ from collections.abc import Callable
 from typing import Any
 
 import kopf
-from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
+
+from whatsapp_common.kube_clients import Kube
 
 from .metrics import API_CALLS
 
 FIELD_MANAGER = "whatsapp-operator"
 # Worth retrying: conflicts of concurrent writers, throttling, the server's own failures.
 TEMPORARY_STATUSES = {409, 429, 500, 502, 503, 504}
-
-
-class Kube:
-    def __init__(self) -> None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config()
-        api = client.ApiClient()
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
 
 
 class Unreachable(Exception):

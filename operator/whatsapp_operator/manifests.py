@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .config import OperatorConfig
-from .naming import location_label, session_name
+from whatsapp_common.crd import APP, APP_LABEL, LOCATION_LABEL
+from whatsapp_common.naming import location_label, session_name
 
-APP = "whatsapp-session"
-LOCATION_LABEL = "whatsapp-sessions.io/location"
+from .config import OperatorConfig
+
 DATA_MOUNT = "/data"
 TMP_MOUNT = "/tmp"  # HOME of the session pod image: Chromium's and Playwright's scratch space
 
 
 def labels(location_id: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": APP, LOCATION_LABEL: location_label(location_id)}
+    return {APP_LABEL: APP, LOCATION_LABEL: location_label(location_id)}
 
 
 def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, Any]]:

@@ -11,9 +11,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from session_pod.logs import get_logger
+from whatsapp_common.crd import GROUP, PLURAL, VERSION
+from whatsapp_common.logs import get_logger
 
-from . import GROUP, PLURAL, VERSION
 from .kube import Api, Unreachable
 from .metrics import STATUS_PATCHES, STATUS_WRITER_CRASHES
 from .resource import Resource

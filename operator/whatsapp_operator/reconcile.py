@@ -6,16 +6,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from session_pod.logs import get_logger
+from whatsapp_common.logs import get_logger
+from whatsapp_common.naming import session_name
+from whatsapp_common.states import Phase
 
 from .config import OperatorConfig, with_defaults
 from .kube import Api
 from .manifests import service, statefulset
 from .metrics import CONFLICTS
-from .naming import session_name
 from .notices import Notices
 from .ownership import claim
-from .resource import CONFLICT, Resource, Seen
+from .resource import Resource, Seen
 
 log = get_logger(__name__)
 
@@ -53,21 +54,21 @@ async def reconcile(
                 f"location {resource.location} belongs to {owner}: {kind} {name} is not "
                 f"this resource's; nothing was changed"
             )
-            notices.warn(resource, CONFLICT, message)
+            notices.warn(resource, Phase.CONFLICT, message)
             log.warning("conflict", resource=resource.name, location=resource.location, owner=owner)
             CONFLICTS.inc()
-            return Outcome({"phase": CONFLICT, "message": message, "pod": ""}, False, known)
+            return Outcome({"phase": Phase.CONFLICT, "message": message, "pod": ""}, False, known)
     name = session_name(resource.location)
     replicas = 0 if resource.paused else 1
     if wrote:  # a resume that finds everything in place says nothing
         notices.info(
             resource,
-            "Paused" if resource.paused else "Reconciled",
+            Phase.PAUSED if resource.paused else "Reconciled",
             f"StatefulSet {name} at {replicas} replicas",
         )
     status: dict[str, Any] = {"observedGeneration": resource.generation, "pod": f"{name}-0"}
     if resource.paused:
-        status.update(phase="Paused", message="paused: no session pod runs")
-    elif resource.status.get("phase") == CONFLICT:
-        status.update(phase="Pending", message="")
+        status.update(phase=Phase.PAUSED, message="paused: no session pod runs")
+    elif resource.status.get("phase") == Phase.CONFLICT:
+        status.update(phase=Phase.PENDING, message="")
     return Outcome(status, True, known)

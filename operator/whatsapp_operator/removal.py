@@ -5,7 +5,7 @@ belongs to another resource, removes nothing but itself.
 Retain (the default) keeps the backups. Delete logs the session out through its pod (which
 unlinks the device and deletes the backups); when no pod answers (none runs, refused,
 timed out, an error answer), the operator deletes the backups itself with the session pod's
-storage code and its own S3 settings.
+object store code (whatsapp_common.objectstore) and its own S3 settings.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import aiohttp
 
-from session_pod.storage import BackupManager, StorageSettings, build_store
+from whatsapp_common.objectstore import StoreSettings, build_store, delete_location
 
 from .resource import Resource
 
@@ -52,8 +52,7 @@ async def apply_deletion_policy(
                 logger.warning(f"logout answered {response.status}", extra={"location": location})
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning(f"logout failed ({exc!r}): deleting the backups directly")
-    settings = StorageSettings.from_env(os.environ)
-    manager = BackupManager(build_store(settings), settings.prefix, location, settings.keep)
-    deleted = await manager.delete_all()
+    settings = StoreSettings.from_env(os.environ)
+    deleted = await delete_location(build_store(settings), settings.prefix, location)
     logger.info(f"deleted {deleted} backup objects", extra={"location": location})
     return "backups deleted"

@@ -6,11 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import GROUP, VERSION
-from .naming import location_label
-
-KIND = "WhatsAppSession"
-CONFLICT = "Conflict"
+from whatsapp_common.crd import GROUP, KIND, VERSION
+from whatsapp_common.naming import location_label
 
 
 @dataclass(frozen=True)

@@ -6,18 +6,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-PHASES = {
-    "starting": "Starting",
-    "qr_required": "QRRequired",
-    "authenticating": "Authenticating",
-    "syncing": "Syncing",
-    "ready": "Ready",
-    "disconnected": "Disconnected",
-    "logged_out": "LoggedOut",
-    "failed": "Failed",
-}
-AUTHENTICATED = {"authenticating", "syncing", "ready"}
-WARNINGS = ("backup_fallback", "backup_failed", "storage_unavailable")
+from whatsapp_common.event_types import EventType
+
+from whatsapp_common.states import AUTHENTICATED, PHASE_OF_STATE, Phase, SessionState
+
+WARNINGS = (EventType.BACKUP_FALLBACK, EventType.BACKUP_FAILED, EventType.STORAGE_UNAVAILABLE)
 
 
 def timestamp(at: float | None = None) -> str:
@@ -53,15 +46,15 @@ def truth(value: bool) -> str:
 def state_status(
     data: dict[str, Any], conditions: list[dict[str, Any]], at: float
 ) -> dict[str, Any]:
-    state = data["state"]
-    reason, message = PHASES[state], data.get("reason") or ""
+    state = SessionState(data["state"])
+    phase, message = PHASE_OF_STATE[state], data.get("reason") or ""
     return {
-        "phase": PHASES[state],
+        "phase": phase,
         "phone": data.get("phone") or "",
         "message": message,
         "conditions": [
-            condition(conditions, "Ready", truth(state == "ready"), reason, message, at),
-            condition(conditions, "Authenticated", truth(state in AUTHENTICATED), reason, "", at),
+            condition(conditions, "Ready", truth(state is SessionState.READY), phase, message, at),
+            condition(conditions, "Authenticated", truth(state in AUTHENTICATED), phase, "", at),
             *(c for c in conditions if c.get("type") == "BackedUp"),
         ],
     }
@@ -87,7 +80,7 @@ def backup_status(
 def pod_gone_status(conditions: list[dict[str, Any]], reason: str) -> dict[str, Any]:
     """No session pod runs (deleted, evicted, not started yet): nothing is Ready."""
     return {
-        "phase": "Pending",
+        "phase": Phase.PENDING,
         "message": reason,
         "conditions": [
             *(c for c in conditions if c.get("type") != "Ready"),

@@ -1,30 +1,16 @@
-"""`python -m whatsapp_router`: serve until SIGTERM, then finish the requests in flight."""
+"""`python -m whatsapp_router`: the router in a cluster."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
 
-from session_pod import logs, serving
-from whatsapp_operator.kube import Kube
+from whatsapp_common import logs
+from whatsapp_common.kube_clients import Kube
 
-from .app import KubeBackend, create_app
+from .app import serve
+from .cluster import KubeBackend
 from .config import ConfigError, RouterSettings
-from .directory import Backend
-
-log = logs.get_logger("whatsapp_router")
-
-
-async def serve(settings: RouterSettings, backend: Backend) -> None:
-    app = create_app(settings, backend)
-    await serving.serve(
-        app,
-        settings.host,
-        settings.port,
-        log=log,
-        shutdown_timeout=10,
-        namespace=settings.namespace,
-    )
 
 
 def main() -> None:

@@ -7,10 +7,11 @@ from typing import Any
 
 from aiohttp import web
 
-from session_pod.middleware import LOCATION, REQUEST_ID
-from session_pod.validation import idempotency_key, json_object, parse_location_identifier
+from whatsapp_common.answers import success
+from whatsapp_common.middleware import LOCATION, REQUEST_ID
+from whatsapp_common.validation import idempotency_key, json_object, parse_location_identifier
 
-from .answers import success, unavailable, unknown
+from .answers import unavailable, unknown
 from .config import RouterSettings
 from .directory import Backend, Directory, Verdict
 from .metrics import RouterMetrics

@@ -1,45 +1,23 @@
-"""The router's aiohttp application and its lifecycle: the backend (Kubernetes watches, or
-local processes) and the pooled upstream client start with the app and stop with it."""
+"""The router's aiohttp application and its lifecycle: the backend (Kubernetes watches in
+cluster.py, or local processes in local.py) and the pooled upstream client start with the
+app and stop with it."""
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
-from session_pod.middleware import REQUEST_METRICS, seed_errors
-from session_pod.validation import MAX_BODY_BYTES
-from whatsapp_operator.kube import Kube
+from whatsapp_common import logs, serving
+from whatsapp_common.middleware import REQUEST_METRICS, errors_in_api_shape
+from whatsapp_common.validation import MAX_BODY_BYTES
 
 from .api import BACKEND, DIRECTORY, METRICS, SETTINGS, UPSTREAM, add_routes
 from .auth import bearer_auth
 from .config import RouterSettings
 from .directory import Backend, Directory
 from .metrics import RouterMetrics
-from .provisioning import create_session
 from .upstream import Upstream
-from .watch import Watcher, sources
 
-
-class KubeBackend:
-    """The cluster: watches feed the directory, /login creates a WhatsAppSession."""
-
-    def __init__(self, kube: Kube, settings: RouterSettings) -> None:
-        self._kube = kube
-        self._namespace = settings.namespace
-        self._session_port = settings.session_port
-        self._watcher: Watcher | None = None
-
-    async def start(self, directory: Directory) -> None:
-        self._watcher = Watcher(directory, sources(self._kube, self._namespace, self._session_port))
-        self._watcher.start(asyncio.get_running_loop())
-
-    async def stop(self) -> None:
-        if self._watcher is not None:
-            self._watcher.stop()
-
-    async def create_session(self, location: str) -> None:
-        await create_session(self._kube, self._namespace, location)
+log = logs.get_logger("whatsapp_router")
 
 
 def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
@@ -48,7 +26,7 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     upstream = Upstream(settings.upstream_timeout, settings.connect_timeout, metrics)
 
     app = web.Application(
-        middlewares=[seed_errors, bearer_auth(settings.token)],
+        middlewares=[errors_in_api_shape, bearer_auth(settings.token)],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings
@@ -69,3 +47,15 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
     return app
+
+
+async def serve(settings: RouterSettings, backend: Backend) -> None:
+    """Serve until SIGTERM, then finish the requests in flight."""
+    await serving.serve(
+        create_app(settings, backend),
+        settings.host,
+        settings.port,
+        log=log,
+        shutdown_timeout=10,
+        namespace=settings.namespace,
+    )

@@ -6,8 +6,8 @@ import hmac
 
 from aiohttp import web
 
-from session_pod.middleware import Handler, Middleware
-from session_pod.validation import ApiError
+from whatsapp_common.answers import ApiError
+from whatsapp_common.middleware import Handler, Middleware
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 

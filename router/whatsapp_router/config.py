@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from session_pod.envvars import ConfigError, env_first, env_int, env_number
+from whatsapp_common.envvars import ConfigError, env_first, env_int, env_number
 
 __all__ = ["ConfigError", "RouterSettings"]
 

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
-from whatsapp_operator.manifests import LOCATION_LABEL
-from whatsapp_operator.naming import location_label
+from whatsapp_common.crd import LOCATION_LABEL
+from whatsapp_common.naming import location_label
+from whatsapp_common.states import NO_SESSION, Phase
 
 Json = dict[str, Any]
 label_of = lru_cache(maxsize=65536)(location_label)
-CONFLICT = "Conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +37,7 @@ class SessionRecord:
             name=obj["metadata"]["name"],
             location=str(spec.get("locationId", "")),
             paused=bool(spec.get("paused", False)),
-            phase=status.get("phase") or "Pending",
+            phase=status.get("phase") or Phase.PENDING,
             phone=status.get("phone") or "",
             created=obj["metadata"].get("creationTimestamp") or "",
         )
@@ -46,7 +46,7 @@ class SessionRecord:
     def rank(self) -> tuple[bool, str, str]:
         """Of a location's resources the one routed to sorts first: not in Conflict (the
         operator found the location owned by another), then the oldest."""
-        return (self.phase == CONFLICT, self.created, self.name)
+        return (self.phase == Phase.CONFLICT, self.created, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +100,8 @@ class Route:
     def state(self) -> str:
         """The best-known phase, for answers that are not the pod's own."""
         if self.session is not None:
-            return "Paused" if self.session.paused else self.session.phase
-        return "Unknown"
+            return Phase.PAUSED if self.session.paused else self.session.phase
+        return NO_SESSION
 
 
 class Directory:
@@ -176,7 +176,7 @@ class Directory:
             return Route(Verdict.FORWARD, session, ready)
         if session is None:
             return Route(Verdict.UNKNOWN)
-        if session.paused or session.phase == "Failed" or (pods and not live):
+        if session.paused or session.phase == Phase.FAILED or (pods and not live):
             return Route(Verdict.DOWN, session, pods[0] if pods else None)
         return Route(Verdict.STARTING, session, live[0] if live else None)
 

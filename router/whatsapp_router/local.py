@@ -23,12 +23,15 @@ from typing import Any
 import aiohttp
 import segno
 
-from session_pod import logs
-from session_pod.validation import ApiError
-from whatsapp_operator.naming import session_name, valid_location_id
-from whatsapp_operator.status import PHASES
+from whatsapp_common import logs
+from whatsapp_common.answers import ApiError
+from whatsapp_common.backoff import backoff_delay
+from whatsapp_common.files import atomic_write
+from whatsapp_common.naming import session_name, valid_location_id
+from whatsapp_common.states import Phase, SessionState, phase_of
+from whatsapp_common.tasks import cancel_and_wait
 
-from .__main__ import serve
+from .app import serve
 from .config import ConfigError, RouterSettings
 from .directory import Directory, PodRecord, SessionRecord, label_of
 
@@ -36,7 +39,6 @@ log = logs.get_logger("whatsapp_router.local")
 
 POLL_SECONDS = 1.0  # how often each pod's /status is read (readiness, phase, QR)
 STOP_GRACE_SECONDS = 30.0  # the pod's final backup runs on SIGTERM
-RESTART_BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 STABLE_SECONDS = 60.0  # a pod that ran this long restarts without backoff
 ROUTER_ONLY_ENV = ("ROUTER_TOKEN", "LOCAL_DATA_DIR")
 
@@ -79,9 +81,7 @@ class LocalBackend:
             self._launch(location)
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        await cancel_and_wait(*self._tasks.values())
         if self._http is not None:
             await self._http.close()
 
@@ -101,14 +101,11 @@ class LocalBackend:
         name = session_name(location)
         pod = LocalPod(location, name, self._root / "sessions" / name)
         self._pods[location] = pod
-        self._set_session(pod, "Starting", "")
+        self._set_session(pod, Phase.STARTING, "")
         self._tasks[location] = asyncio.create_task(self._supervise(pod), name=name)
 
     def _save_locations(self) -> None:
-        self._root.mkdir(parents=True, exist_ok=True)
-        partial = self._locations_file.with_suffix(".tmp")
-        partial.write_text(json.dumps(sorted(self._pods)))
-        partial.replace(self._locations_file)
+        atomic_write(self._locations_file, json.dumps(sorted(self._pods)).encode())
 
     async def _supervise(self, pod: LocalPod) -> None:
         """Runs the pod's process until cancelled, restarting it (with backoff) when it exits."""
@@ -124,9 +121,9 @@ class LocalBackend:
                 raise
             _kill_group(process)
             self._directory.apply("pods", "DELETED", self._pod_record(pod, ready=False))
-            self._set_session(pod, "Starting", "")
+            self._set_session(pod, Phase.STARTING, "")
             failures = 0 if loop.time() - started >= STABLE_SECONDS else failures + 1
-            delay = RESTART_BACKOFF_SECONDS[min(failures, len(RESTART_BACKOFF_SECONDS) - 1)]
+            delay = backoff_delay(failures + 1, 1.0, 30.0)
             log.warning(
                 "session pod exited, restarting", location=pod.location, code=code, delay=delay
             )
@@ -177,8 +174,10 @@ class LocalBackend:
             return  # not serving yet
         state = status["state"]
         # As the pod's readiness probe: /readyz is 503 only when the session failed.
-        self._directory.apply("pods", "MODIFIED", self._pod_record(pod, state != "failed"))
-        self._set_session(pod, PHASES.get(state, "Starting"), status.get("phone") or "")
+        self._directory.apply(
+            "pods", "MODIFIED", self._pod_record(pod, state != SessionState.FAILED)
+        )
+        self._set_session(pod, phase_of(state) or Phase.STARTING, status.get("phone") or "")
         if status.get("qr_pending"):
             await self._show_qr(pod)
 
@@ -248,9 +247,7 @@ def _token(data_root: Path) -> str:
         return token
     path = data_root / "token"
     if not path.exists():
-        data_root.mkdir(parents=True, exist_ok=True)
-        path.touch(mode=0o600)
-        path.write_text(secrets.token_urlsafe(24))
+        atomic_write(path, secrets.token_urlsafe(24).encode(), mode=0o600)
     return path.read_text().strip()
 
 

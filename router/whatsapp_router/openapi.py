@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from whatsapp_operator.naming import LOCATION_ID_MAX, LOCATION_ID_PATTERN
+from whatsapp_common.naming import LOCATION_ID_MAX, LOCATION_ID_PATTERN
 
 Json = dict[str, Any]
 # A location id must also be a valid WhatsAppSession spec.locationId (the CRD's rule).

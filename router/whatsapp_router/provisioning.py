@@ -8,10 +8,10 @@ import json
 
 from kubernetes.client.exceptions import ApiException
 
-from session_pod.validation import ApiError
-from whatsapp_operator import GROUP, PLURAL, VERSION
-from whatsapp_operator.kube import Kube
-from whatsapp_operator.naming import session_name
+from whatsapp_common.answers import ApiError
+from whatsapp_common.crd import GROUP, PLURAL, VERSION
+from whatsapp_common.kube_clients import Kube
+from whatsapp_common.naming import session_name
 
 
 def _create(kube: Kube, namespace: str, location: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
-from session_pod.validation import ApiError
+from whatsapp_common.answers import ApiError
 
 from .directory import PodRecord
 from .metrics import RouterMetrics

@@ -16,10 +16,10 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from session_pod.logs import get_logger
-from whatsapp_operator import GROUP, PLURAL, VERSION
-from whatsapp_operator.kube import Kube
-from whatsapp_operator.manifests import APP
+from whatsapp_common.backoff import backoff_delay
+from whatsapp_common.crd import APP, GROUP, PLURAL, VERSION
+from whatsapp_common.kube_clients import Kube
+from whatsapp_common.logs import get_logger
 
 from .directory import Directory, PodRecord, SessionRecord
 
@@ -27,7 +27,6 @@ log = get_logger(__name__)
 POD_SELECTOR = f"app.kubernetes.io/name={APP}"
 WATCH_SECONDS = 30  # the server ends each watch after this: the thread checks `stop` then
 READ_TIMEOUT = WATCH_SECONDS + 15
-BACKOFF_SECONDS = (0.2, 0.5, 1, 2, 5)
 
 
 class Source:
@@ -82,8 +81,8 @@ class Watcher:
                 failures = 0
             # KeyError: the client's handling of an ERROR event (410 Gone) without deserialize.
             except (ApiException, HTTPError, OSError, ValueError, KeyError) as exc:
-                delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
                 failures += 1
+                delay = backoff_delay(failures, 0.2, 5.0)
                 log.warning("watch failed, listing again", kind=source.kind, error=str(exc))
                 self._stop.wait(delay)
 

@@ -8,7 +8,7 @@ from .ledger import STATUSES, MessageLedger, MessageRecord
 from .outbox import DeadLetter, Outbox, OutboxStats
 from .ratelimit import RateLimiter
 from .signing import sign, verify
-from .store import OutboxError
+from .store import DeliveryDatabaseError
 from .watchdog import AckWatchdog, WatchdogSettings
 from .webhooks import WebhookSettings
 
@@ -17,13 +17,13 @@ __all__ = [
     "AckWatchdog",
     "Claim",
     "DeadLetter",
+    "DeliveryDatabaseError",
     "IdempotencyMismatch",
     "IdempotencyStore",
     "Inbox",
     "MessageLedger",
     "MessageRecord",
     "Outbox",
-    "OutboxError",
     "OutboxStats",
     "RateLimiter",
     "WatchdogSettings",

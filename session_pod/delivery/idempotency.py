@@ -65,7 +65,7 @@ class Claim:
 
 class IdempotencyStore:
     def __init__(self, db: Database | str | Path, ttl_seconds: float = DAY) -> None:
-        """Raises OutboxError when the database is corrupt or unwritable."""
+        """Raises DeliveryDatabaseError when the database is corrupt or unwritable."""
         self._db = Database.of(db, SCHEMA)
         self._db.add_columns("idempotency_keys", KEY_COLUMNS)
         self._ttl = ttl_seconds

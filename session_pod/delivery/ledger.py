@@ -155,7 +155,7 @@ class Attempt:
 
 class MessageLedger:
     def __init__(self, db: Database | str | Path) -> None:
-        """Raises OutboxError when the database is corrupt or unwritable."""
+        """Raises DeliveryDatabaseError when the database is corrupt or unwritable."""
         self._db = Database.of(db, SCHEMA)
         self._db.add_columns("messages", MESSAGE_COLUMNS)
         self._db.add_columns("message_ids", ATTEMPT_COLUMNS)

@@ -23,9 +23,11 @@ from typing import Any, Literal
 
 import aiohttp
 
-from session_pod.logs import get_logger
+from whatsapp_common.backoff import backoff_delay
+from whatsapp_common.logs import get_logger
+from whatsapp_common.tasks import cancel_and_wait
 
-from .sender import Outcome, backoff, post
+from .sender import Outcome, post
 from .store import Database
 from .webhooks import WebhookSettings
 
@@ -110,7 +112,7 @@ class OutboxStats:
 
 class Outbox:
     def __init__(self, db: Database | str | Path, location: str, settings: WebhookSettings) -> None:
-        """Opens the database now: a corrupt or unwritable file raises OutboxError here."""
+        """Opens the database now: a corrupt or unwritable file raises DeliveryDatabaseError."""
         self.location = location
         self.settings = settings
         self._db = Database.of(db, SCHEMA)
@@ -120,7 +122,7 @@ class Outbox:
         """Stores the event (committed, fsynced) and returns its id; None when webhooks are
         disabled or WEBHOOK_EVENTS filters this type out. Synchronous on purpose, so the event
         bus's listeners can call it; it costs one local SQLite commit (well under a ms).
-        Raises OutboxError rather than losing the event."""
+        Raises DeliveryDatabaseError rather than losing the event."""
         event_id = self._db.transact(lambda c: self.enqueue_in(c, event_type, data))
         self.notify()
         return event_id
@@ -238,9 +240,7 @@ class Outbox:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(sender.progress.wait(), left)
         self._sender = None
-        sender.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await sender.task
+        await cancel_and_wait(sender.task)
 
     def close(self) -> None:
         self._db.close()
@@ -295,7 +295,9 @@ class Outbox:
             await self._db.run(lambda c: _bury(c, event, attempt, result.status, result.error))
             log.error("webhook dead-lettered", status=result.status, error=result.error, **fields)
         else:
-            delay = backoff(attempt, self.settings.retry_base, self.settings.retry_max)
+            delay = backoff_delay(
+                attempt, self.settings.retry_base, self.settings.retry_max, "full"
+            )
             if result.retry_after is not None:
                 delay = min(max(delay, result.retry_after), self.settings.retry_max)
             await self._db.run(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import random
 import time
 from dataclasses import dataclass
 
@@ -38,11 +37,6 @@ def classify(status: int) -> Outcome:
     if status in RETRIED_4XX or status >= 500:
         return Outcome.RETRY
     return Outcome.DEAD
-
-
-def backoff(attempts: int, base: float, cap: float) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempts-1))]."""
-    return random.uniform(0, min(cap, base * 2 ** min(attempts - 1, 62)))
 
 
 async def post(

@@ -18,7 +18,7 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-class OutboxError(RuntimeError):
+class DeliveryDatabaseError(RuntimeError):
     """The delivery database cannot be opened or written: events or records would be lost."""
 
 
@@ -31,28 +31,31 @@ class Database:
     @classmethod
     def open(cls, path: str | Path, schema: str) -> Database:
         """Opens (creating if needed) the file, checks it is a sound SQLite database, applies
-        `schema` (idempotent DDL). Raises OutboxError on anything that would lose data later."""
+        `schema` (idempotent DDL). Raises DeliveryDatabaseError on anything that would lose
+        data later."""
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5)
         except (OSError, sqlite3.Error) as exc:
-            raise OutboxError(f"cannot open delivery database {path}: {exc}") from exc
+            raise DeliveryDatabaseError(f"cannot open delivery database {path}: {exc}") from exc
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
-                raise OutboxError(f"delivery database {path} cannot use WAL (got {mode!r})")
+                raise DeliveryDatabaseError(
+                    f"delivery database {path} cannot use WAL (got {mode!r})"
+                )
             # FULL: a committed event survives power loss, not only a crash (~0.3 ms a commit).
             conn.execute("PRAGMA synchronous=FULL")
             check = conn.execute("PRAGMA quick_check").fetchone()[0]
             if check != "ok":
-                raise OutboxError(f"delivery database {path} is corrupt: {check}")
+                raise DeliveryDatabaseError(f"delivery database {path} is corrupt: {check}")
             conn.executescript(schema)
-        except (OSError, sqlite3.Error, OutboxError) as exc:
+        except (OSError, sqlite3.Error, DeliveryDatabaseError) as exc:
             conn.close()
-            if isinstance(exc, OutboxError):
+            if isinstance(exc, DeliveryDatabaseError):
                 raise
-            raise OutboxError(f"cannot use delivery database {path}: {exc}") from exc
+            raise DeliveryDatabaseError(f"cannot use delivery database {path}: {exc}") from exc
         return cls(path, conn)
 
     @classmethod
@@ -64,12 +67,14 @@ class Database:
         return cls.open(source, schema)
 
     def apply(self, schema: str) -> None:
-        """Idempotent DDL; raises OutboxError when the file cannot take it."""
+        """Idempotent DDL; raises DeliveryDatabaseError when the file cannot take it."""
         with self._lock:
             try:
                 self._conn.executescript(schema)
             except sqlite3.Error as exc:
-                raise OutboxError(f"cannot use delivery database {self.path}: {exc}") from exc
+                raise DeliveryDatabaseError(
+                    f"cannot use delivery database {self.path}: {exc}"
+                ) from exc
 
     def add_columns(self, table: str, columns: dict[str, str]) -> None:
         """Adds the columns a database written by an older version lacks."""
@@ -92,7 +97,7 @@ class Database:
                 self._conn.execute("COMMIT")
                 return result
             except sqlite3.Error as exc:
-                raise OutboxError(f"delivery database {self.path} failed: {exc}") from exc
+                raise DeliveryDatabaseError(f"delivery database {self.path} failed: {exc}") from exc
 
     async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """`transact` in a worker thread."""

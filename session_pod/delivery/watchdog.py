@@ -13,14 +13,15 @@ with `action` "resent", "resend_failed" or "gave_up". A FAILED ack (-1) emits me
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from session_pod.envvars import env_bool, env_int, env_number
-from session_pod.logs import get_logger
+from whatsapp_common.envvars import env_bool, env_int, env_number
+from whatsapp_common.event_types import EventType
+from whatsapp_common.logs import get_logger
+from whatsapp_common.tasks import cancel_and_wait
 
 from .ledger import ACK_FAILED, MessageLedger, MessageRecord
 
@@ -66,7 +67,7 @@ class AckWatchdog:
         failed_now = before is not None and before.status != "failed"
         if failed_now and record is not None and record.status == "failed":
             log.warning("message failed", message_id=record.id, attempts=record.attempts)
-            self._emit("message_failed", {**_summary(record), "failed_id": message_id})
+            self._emit(EventType.MESSAGE_FAILED, {**_summary(record), "failed_id": message_id})
         return record
 
     async def check(self, now: float | None = None) -> None:
@@ -74,7 +75,7 @@ class AckWatchdog:
         deadline, max_attempts = self.settings.deadline, self.settings.max_attempts
         for record in await self.ledger.give_up(deadline, max_attempts, now):
             log.warning("message stuck: giving up", message_id=record.id, attempts=record.attempts)
-            self._emit("message_stuck", {**_summary(record), "action": "gave_up"})
+            self._emit(EventType.MESSAGE_STUCK, {**_summary(record), "action": "gave_up"})
         for record in await self.ledger.due_for_resend(deadline, max_attempts, now):
             try:
                 new_id = await self._resend(record)
@@ -86,7 +87,7 @@ class AckWatchdog:
             log.warning(
                 "message stuck", message_id=record.id, action=action, attempts=updated.attempts
             )
-            self._emit("message_stuck", {**_summary(updated), "action": action})
+            self._emit(EventType.MESSAGE_STUCK, {**_summary(updated), "action": action})
 
     def start(self) -> None:
         """Runs `check` every `interval` seconds (a no-op when disabled)."""
@@ -95,10 +96,7 @@ class AckWatchdog:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from session_pod.envvars import ConfigError, env_number
+from whatsapp_common.envvars import ConfigError, env_number
+from whatsapp_common.event_types import EventType
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class WebhookSettings:
     def from_env(cls, env: dict[str, str] | None = None) -> WebhookSettings:
         env = dict(os.environ if env is None else env)
         events = {e.strip() for e in env.get("WEBHOOK_EVENTS", "").split(",") if e.strip()}
+        unknown = sorted(events - set(EventType))
+        if unknown:
+            raise ConfigError(f"WEBHOOK_EVENTS names unknown events: {', '.join(unknown)}")
         return cls(
             base_url=rails_base_url(
                 env.get("RAILS_APP_URL", ""),

@@ -1,18 +1,19 @@
 """Versioned, checksummed, crash-safe backups of a Chromium profile's WhatsApp login."""
 
 from session_pod.storage.backups import BackupManager, BackupRecord, RestoreResult, SkippedBackup
-from session_pod.storage.errors import (
-    NothingToBackUp,
+from session_pod.storage.errors import NothingToBackUp, SnapshotError, SnapshotUnstable
+from session_pod.storage.retry import OnRetry, RetryPolicy
+from session_pod.storage.settings import StorageSettings
+from whatsapp_common.objectstore import (
+    BackupStore,
+    LocalStore,
     ObjectNotFound,
-    SnapshotError,
-    SnapshotUnstable,
+    S3Store,
     StoreAccessDenied,
     StoreError,
     StoreUnavailable,
+    build_store,
 )
-from session_pod.storage.retry import OnRetry, RetryPolicy
-from session_pod.storage.settings import StorageSettings, build_store
-from session_pod.storage.stores import BackupStore, LocalStore, S3Store
 
 __all__ = [
     "BackupManager",

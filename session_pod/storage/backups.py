@@ -20,9 +20,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from session_pod import __version__
-from session_pod.logs import get_logger
 from session_pod.storage.archive import extract_tar_gz, sha256_of, write_tar_gz
-from session_pod.storage.errors import ObjectNotFound, StoreError
 from session_pod.storage.manifest import Layout, Manifest, new_version
 from session_pod.storage.profile import (
     read_marker,
@@ -34,7 +32,8 @@ from session_pod.storage.profile import (
 )
 from session_pod.storage.retry import OnRetry, RetryPolicy, retrying
 from session_pod.storage.snapshot import stable_copy
-from session_pod.storage.stores import BackupStore
+from whatsapp_common.logs import get_logger
+from whatsapp_common.objectstore import BackupStore, ObjectNotFound, StoreError, delete_location
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -91,6 +90,7 @@ class BackupManager:
         if keep < 1:
             raise ValueError("keep must be at least 1")
         self.store = store
+        self.prefix = prefix
         self.location = location
         self.keep = keep
         self.layout = Layout(prefix, location)
@@ -254,15 +254,9 @@ class BackupManager:
     async def delete_all(self) -> int:
         """Removes every object of this location (explicit logout only); returns how many."""
         async with self._lock:
-            keys = await self.store.list(self.layout.root)
-            manifests = [key for key in keys if key.startswith(f"{self.layout.root}manifests/")]
-            if manifests:
-                await self.store.delete(manifests)
-            rest = sorted(set(keys) - set(manifests))
-            if rest:
-                await self.store.delete(rest)
-            log.info("all backups deleted", location=self.location, objects=len(keys))
-            return len(keys)
+            deleted = await delete_location(self.store, self.prefix, self.location)
+            log.info("all backups deleted", location=self.location, objects=deleted)
+            return deleted
 
 
 def _unpack(archive: Path, manifest: Manifest, dest: Path) -> None:

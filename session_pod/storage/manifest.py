@@ -8,8 +8,9 @@ import secrets
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
+from whatsapp_common.objectstore import location_root
+
 FORMAT = 1
-_LOCATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _VERSION = re.compile(r"\d{8}T\d{6}\.\d{3}Z-[0-9a-f]{6}")
 
 
@@ -59,10 +60,7 @@ class Layout:
     """Keys of one location: everything lives under `<prefix>/<location>/`."""
 
     def __init__(self, prefix: str, location: str) -> None:
-        if not _LOCATION.fullmatch(location) or location in (".", ".."):
-            raise ValueError(f"location id not usable in a key: {location!r}")
-        prefix = prefix.strip("/")
-        self.root = f"{prefix}/{location}/" if prefix else f"{location}/"
+        self.root = location_root(prefix, location)
 
     def data_key(self, version: str) -> str:
         return f"{self.root}versions/{version}.tar.gz"

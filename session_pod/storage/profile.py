@@ -6,10 +6,10 @@ import json
 import os
 import shutil
 import tempfile
-import uuid
 from pathlib import Path
 
 from session_pod.storage.manifest import is_version
+from whatsapp_common.files import atomic_write
 
 MARKER = ".backup-version.json"
 _SCRATCH_KINDS = ("backup", "restore", "old")
@@ -25,9 +25,7 @@ def read_marker(profile_dir: Path) -> str | None:
 
 
 def write_marker(profile_dir: Path, version: str, sha256: str) -> None:
-    partial = profile_dir / f"{MARKER}.{uuid.uuid4().hex}.partial"
-    partial.write_text(json.dumps({"version": version, "sha256": sha256}))
-    os.replace(partial, profile_dir / MARKER)
+    atomic_write(profile_dir / MARKER, json.dumps({"version": version, "sha256": sha256}).encode())
 
 
 def scratch_dir(profile_dir: Path, kind: str) -> Path:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from session_pod.logs import get_logger
-from session_pod.storage.errors import StoreUnavailable
+from whatsapp_common.backoff import backoff_delay
+from whatsapp_common.logs import get_logger
+from whatsapp_common.objectstore import StoreUnavailable
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -47,8 +47,7 @@ async def retrying(
         try:
             return await call()
         except StoreUnavailable as exc:
-            delay = min(policy.max_delay, policy.base_delay * 2 ** (attempt - 1))
-            delay *= random.uniform(0.8, 1.2)
+            delay = backoff_delay(attempt, policy.base_delay, policy.max_delay, "spread")
             if until is not None:
                 left = until - time.monotonic()
                 if left <= 0:

@@ -1,65 +1,28 @@
-"""Backup settings from the environment; the seed's AWS_S3_* names keep working."""
+"""Backup settings from the environment: which store (whatsapp_common.objectstore), how
+many versions to keep and how often to take one."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from session_pod.envvars import env_first, env_int, env_number
-from session_pod.storage.stores import BackupStore, LocalStore, S3Store
+from whatsapp_common.envvars import env_int, env_number
+from whatsapp_common.objectstore.settings import StoreSettings, store_fields
 
 
 @dataclass(frozen=True)
-class StorageSettings:
-    bucket: str | None = None
-    endpoint_url: str | None = None
-    region: str | None = None
-    prefix: str = "whatsapp-sessions"
-    access_key_id: str | None = None
-    secret_access_key: str | None = field(default=None, repr=False)
+class StorageSettings(StoreSettings):
     keep: int = 5
     interval_seconds: float = 900.0
     settle_seconds: float = 2.5
-    local_dir: Path = Path("/data/backups")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StorageSettings:
-        keep = env_int(env, "BACKUP_KEEP", cls.keep, minimum=1)
-        data_dir = Path(env_first(env, "DATA_DIR") or "/data")
-        access_key_id = env_first(env, "AWS_ACCESS_KEY_ID", "AWS_S3_ACCESS_KEY_ID")
-        secret_access_key = env_first(
-            env,
-            "AWS_SECRET_ACCESS_KEY",
-            "AWS_S3_SECRET_ACCESS_KEY_ID",
-            "AWS_S3_SECRET_ACCES_KEY_ID",  # the seed's spelling
-        )
-        if (access_key_id is None) != (secret_access_key is None):
-            raise ValueError("set both the S3 access key id and the secret access key, or neither")
         return cls(
-            bucket=env_first(env, "S3_BUCKET", "AWS_S3_BUCKET_NAME"),
-            endpoint_url=env_first(env, "S3_ENDPOINT_URL"),
-            region=env_first(env, "S3_REGION", "AWS_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"),
-            prefix=(env_first(env, "S3_PREFIX", "AWS_S3_FOLDER_NAME") or cls.prefix).strip("/"),
-            access_key_id=access_key_id,
-            secret_access_key=secret_access_key,
-            keep=keep,
+            **store_fields(env),
+            keep=env_int(env, "BACKUP_KEEP", cls.keep, minimum=1),
             interval_seconds=env_number(
                 env, "BACKUP_INTERVAL_SECONDS", cls.interval_seconds, minimum=1
             ),
             settle_seconds=env_number(env, "BACKUP_SETTLE_SECONDS", cls.settle_seconds, minimum=0),
-            local_dir=Path(env_first(env, "LOCAL_BACKUP_DIR") or data_dir / "backups"),
         )
-
-
-def build_store(settings: StorageSettings) -> BackupStore:
-    """S3 when a bucket is configured, else the local directory."""
-    if settings.bucket is None:
-        return LocalStore(settings.local_dir)
-    return S3Store(
-        settings.bucket,
-        endpoint_url=settings.endpoint_url,
-        region=settings.region,
-        access_key_id=settings.access_key_id,
-        secret_access_key=settings.secret_access_key,
-    )

@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from session_pod.logs import get_logger
 from session_pod.storage.errors import NothingToBackUp, SnapshotUnstable
+from whatsapp_common.backoff import backoff_delay
+from whatsapp_common.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -105,7 +106,7 @@ def stable_copy(
         log.info("profile changed during the copy; copying again", attempt=attempt)
         shutil.rmtree(dest)
         dest.mkdir()
-        time.sleep(min(pause * 2 ** (attempt - 1), 1.0))
+        time.sleep(backoff_delay(attempt, pause, 1.0))
     raise SnapshotUnstable(f"{profile_dir} kept changing during {attempts} copies")
 
 

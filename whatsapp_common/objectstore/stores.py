@@ -1,5 +1,7 @@
 """Where backups live: S3 (any S3 API via an endpoint URL) or a local directory.
 
+The session pod keeps its versioned backups here; the operator deletes a location's.
+
 Every method is async and runs its blocking I/O in a worker thread. Keys are `/`-separated.
 """
 
@@ -7,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -18,7 +18,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from session_pod.storage.errors import (
+from whatsapp_common.files import PARTIAL, atomic_file
+
+from .errors import (
     ObjectNotFound,
     StoreAccessDenied,
     StoreError,
@@ -27,7 +29,6 @@ from session_pod.storage.errors import (
 
 T = TypeVar("T")
 
-_PARTIAL = ".partial"
 _NOT_FOUND_CODES = {"NoSuchKey", "NotFound", "404"}
 _RETRYABLE_CODES = {
     "InternalError",
@@ -81,7 +82,7 @@ class LocalStore:
 
     def _path(self, key: str) -> Path:
         parts = key.split("/")
-        if not key or key.endswith(_PARTIAL) or any(p in ("", ".", "..") for p in parts):
+        if not key or key.endswith(PARTIAL) or any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"invalid store key {key!r}")
         return self.directory.joinpath(*parts)
 
@@ -92,31 +93,14 @@ class LocalStore:
         keys = (
             path.relative_to(self.directory).as_posix()
             for path in base.rglob("*")
-            if path.is_file() and not path.name.endswith(_PARTIAL)
+            if path.is_file() and not path.name.endswith(PARTIAL)
         )
         return sorted(key for key in keys if key.startswith(prefix))
 
 
 def _atomic_copy(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}{_PARTIAL}")
-    try:
-        with source.open("rb") as src, partial.open("wb") as dst:
-            shutil.copyfileobj(src, dst, 1024 * 1024)
-            dst.flush()
-            os.fsync(dst.fileno())
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with source.open("rb") as src, atomic_file(target) as dst:
+        shutil.copyfileobj(src, dst, 1024 * 1024)
 
 
 def _local_call(call: Callable[[], T], key: str) -> T:
@@ -175,14 +159,12 @@ class S3Store:
     async def get(self, key: str, path: Path) -> None:
         def get() -> None:
             response = self._client.get_object(Bucket=self.bucket, Key=key)
-            partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PARTIAL}")
-            try:
-                with contextlib.closing(response["Body"]) as body, partial.open("wb") as out:
-                    for chunk in body.iter_chunks(1024 * 1024):
-                        out.write(chunk)
-                os.replace(partial, path)
-            finally:
-                partial.unlink(missing_ok=True)
+            with (
+                contextlib.closing(response["Body"]) as body,
+                atomic_file(path, durable=False) as out,
+            ):
+                for chunk in body.iter_chunks(1024 * 1024):
+                    out.write(chunk)
 
         await asyncio.to_thread(_s3_call, get, key)
 

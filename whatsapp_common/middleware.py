@@ -12,8 +12,8 @@ from typing import Any, Protocol
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from .answers import ApiError
 from .logs import get_logger
-from .validation import ApiError
 
 log = get_logger("access")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -32,7 +32,7 @@ REQUEST_METRICS = web.AppKey("request_metrics", RequestMetrics)
 
 
 @web.middleware
-async def seed_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def errors_in_api_shape(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request.headers.get("X-Request-ID") or uuid.uuid4().hex
     request[REQUEST_ID] = request_id
     try:

@@ -11,22 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from enum import StrEnum
 
-from .logs import get_logger
+from whatsapp_common.logs import get_logger
+from whatsapp_common.states import SessionState
 
 log = get_logger(__name__)
-
-
-class SessionState(StrEnum):
-    STARTING = "starting"
-    QR_REQUIRED = "qr_required"
-    AUTHENTICATING = "authenticating"
-    SYNCING = "syncing"
-    READY = "ready"
-    DISCONNECTED = "disconnected"
-    LOGGED_OUT = "logged_out"
-    FAILED = "failed"
 
 
 S = SessionState

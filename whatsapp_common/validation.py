@@ -1,4 +1,4 @@
-"""Request parsing with the seed's error shape: `{"success": false, "message": "..."}`.
+"""Request parsing: every failure is a 400 in the original API's error shape (answers.py).
 
 Every failure names the field and what is wrong with it, and is a 400 (never a 500).
 """
@@ -11,26 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
+from .answers import ApiError, bad_request
+
 MAX_BODY_BYTES = 1024 * 1024  # a 65,536-character message fits in any encoding
 MAX_MESSAGE_CHARS = 65_536
 _PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
-
-
-class ApiError(Exception):
-    """An answer in the seed's error shape."""
-
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = {"success": False, "message": message, **extra}
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> web.Response:
-        return web.json_response(self.body, status=self.status, headers=self.headers)
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, message)
 
 
 def body_too_large() -> ApiError:

@@ -1,0 +1,34 @@
+"""The router's backend in a cluster: watches feed the directory, /login creates a
+WhatsAppSession. Local mode (local.py) never imports this module, nor the Kubernetes client."""
+
+from __future__ import annotations
+
+import asyncio
+
+from whatsapp_common.kube_clients import Kube
+
+from .config import RouterSettings
+from .directory import Directory
+from .provisioning import create_session
+from .watch import Watcher, sources
+
+
+class KubeBackend:
+    """The cluster: watches feed the directory, /login creates a WhatsAppSession."""
+
+    def __init__(self, kube: Kube, settings: RouterSettings) -> None:
+        self._kube = kube
+        self._namespace = settings.namespace
+        self._session_port = settings.session_port
+        self._watcher: Watcher | None = None
+
+    async def start(self, directory: Directory) -> None:
+        self._watcher = Watcher(directory, sources(self._kube, self._namespace, self._session_port))
+        self._watcher.start(asyncio.get_running_loop())
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
+
+    async def create_session(self, location: str) -> None:
+        await create_session(self._kube, self._namespace, location)

@@ -1,0 +1,15 @@
+"""Where a WhatsAppSession lives in the Kubernetes API, and the labels that tie a location's
+objects together (crds/whatsappsessions.yaml is the same contract in YAML; a test keeps
+the two equal)."""
+
+from __future__ import annotations
+
+GROUP = "whatsapp-sessions.io"
+VERSION = "v1alpha1"
+PLURAL = "whatsappsessions"
+KIND = "WhatsAppSession"
+
+# Every session pod (and its StatefulSet and Service) carries both labels.
+APP_LABEL = "app.kubernetes.io/name"
+APP = "whatsapp-session"
+LOCATION_LABEL = f"{GROUP}/location"
