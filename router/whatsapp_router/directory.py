@@ -113,7 +113,8 @@ class Directory:
         self._names: dict[str, set[str]] = {}  # location -> every resource name for it
         self._pods: dict[str, PodRecord] = {}  # by pod name
         self._by_label: dict[str, dict[str, PodRecord]] = {}
-        self.synced: set[str] = set()  # kinds whose first listing arrived
+        self.synced: set[str] = set()  # kinds listed since their watch last broke down
+        self.watch_breakdowns: dict[str, int] = {}  # kind -> unexpected failures of its watch
 
     def replace(self, kind: str, records: list[Any]) -> None:
         """A full listing (start, or after the watch lost its place)."""
@@ -124,6 +125,12 @@ class Directory:
         for record in records:
             self.apply(kind, "ADDED", record)
         self.synced.add(kind)
+
+    def lost(self, kind: str) -> None:
+        """The watch of `kind` failed in a way nobody foresaw: what the cache holds of it may
+        be wrong until it is listed again, so the router is not ready (/readyz 503)."""
+        self.synced.discard(kind)
+        self.watch_breakdowns[kind] = self.watch_breakdowns.get(kind, 0) + 1
 
     def apply(self, kind: str, event: str, record: Any) -> None:
         if kind == "sessions":

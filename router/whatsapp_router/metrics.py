@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from .directory import Directory
 
@@ -44,6 +48,24 @@ class RouterMetrics:
             "1 once pods and WhatsAppSessions were listed",
             registry=self.registry,
         ).set_function(lambda: float(len(directory.synced) == 2))
+        self.registry.register(_WatchBreakdowns(directory))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _WatchBreakdowns(Collector):
+    """`wa_router_watch_breakdowns_total{kind}`, counted by the directory itself."""
+
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "wa_router_watch_breakdowns",
+            "Unexpected failures of a watch (each made the router unready until relisted)",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self._directory.watch_breakdowns.items()):
+            family.add_metric([kind], count)
+        yield family

@@ -2,7 +2,8 @@
 `kubernetes` client is synchronous), handing every change to the event loop.
 
 A watch that ends is resumed from its last resourceVersion; one that fails (410 Gone, a
-network error) lists again, so the cache converges to the API's state."""
+network error) lists again, so the cache converges to the API's state. Any other error
+(a bug) does the same, and the router is not ready until that listing arrives."""
 
 from __future__ import annotations
 
@@ -84,6 +85,16 @@ class Watcher:
                 failures += 1
                 delay = backoff_delay(failures, 0.2, 5.0)
                 log.warning("watch failed, listing again", kind=source.kind, error=str(exc))
+                self._stop.wait(delay)
+            except Exception as exc:  # a bug, or a client error nobody foresaw: never fatal
+                failures += 1
+                delay = backoff_delay(failures, 0.2, 5.0)
+                loop.call_soon_threadsafe(self._directory.lost, source.kind)
+                log.exception(
+                    "watch broke down; not ready until listed again",
+                    kind=source.kind,
+                    error=repr(exc),
+                )
                 self._stop.wait(delay)
 
     def _list_and_watch(self, source: Source, loop: asyncio.AbstractEventLoop) -> None:
