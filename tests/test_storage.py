@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from session_pod import __version__
 from session_pod.storage import (
     BackupManager,
     LocalStore,
@@ -22,18 +21,34 @@ from session_pod.storage import (
     StoreAccessDenied,
     StoreUnavailable,
     build_store,
+    sealed,
     snapshot,
 )
 from session_pod.storage.profile import MARKER
 from session_pod.storage.retry import RetryPolicy
 from session_pod.storage.snapshot import origin_identifier, stable_copy
 from tests.support.s3 import SeaweedS3
+from tests.support.session_pods import TEST_MASTERS
+from whatsapp_common.keys import KeyRing
 
 T = TypeVar("T")
 ORIGIN = "https://web.whatsapp.com/"
 WA = "Default/IndexedDB/https_web.whatsapp.com_0.indexeddb"
 CREDENTIALS = {"access_key_id": "k", "secret_access_key": "s", "region": "us-east-1"}
 FAST_RETRY = RetryPolicy(deadline=30, base_delay=0.1, max_delay=0.5)
+
+
+def keyed(
+    store: Any,
+    prefix: str,
+    location: str,
+    keep: int = 5,
+    masters: KeyRing = TEST_MASTERS,
+    **kw: Any,
+) -> BackupManager:
+    """A manager holding `location`'s backup keys, derived from `masters` as the operator does."""
+    ring = masters.derive("backup", location)
+    return BackupManager(store, prefix, location, keep, keys=lambda: ring, **kw)
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
@@ -107,22 +122,11 @@ def test_round_trip_restores_only_the_login(s3: SeaweedS3, prefix: str, tmp_path
     profile = tmp_path / "profile"
     make_profile(profile, "one")
     expected = login_files(profile)
-    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+    manager = keyed(s3_store(s3), prefix, "13", retry=FAST_RETRY)
 
     record = run(manager.backup(profile, ORIGIN))
 
-    assert s3.keys(f"{prefix}/") == [
-        f"{prefix}/13/manifests/{record.version}.json",
-        f"{prefix}/13/versions/{record.version}.tar.gz",
-    ]
-    manifest = json.loads(
-        s3.client()
-        .get_object(Bucket=s3.bucket, Key=f"{prefix}/13/manifests/{record.version}.json")["Body"]
-        .read()
-    )
-    assert manifest["sha256"] == record.sha256 and manifest["size"] == record.size
-    assert manifest["program_version"] == __version__
-    assert sorted(manifest["files"]) == sorted(expected)
+    assert s3.keys(f"{prefix}/") == [f"{prefix}/13/sealed/{record.version}"]
     assert json.loads((profile / MARKER).read_text())["version"] == record.version
 
     (profile / "Default/Local Storage/leveldb/000003.log").write_bytes(b"changed later")
@@ -130,7 +134,7 @@ def test_round_trip_restores_only_the_login(s3: SeaweedS3, prefix: str, tmp_path
         path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
     profile.rmdir()
 
-    result = run(BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY).restore(profile))
+    result = run(keyed(s3_store(s3), prefix, "13", retry=FAST_RETRY).restore(profile))
 
     assert result is not None and result.restored and result.version == record.version
     assert result.skipped == [] and result.size == record.size
@@ -147,7 +151,7 @@ def test_restore_keeps_a_local_profile_that_is_current(
 ) -> None:
     profile = tmp_path / "profile"
     make_profile(profile, "one")
-    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+    manager = keyed(s3_store(s3), prefix, "13", retry=FAST_RETRY)
     first = run(manager.backup(profile, ORIGIN))
     (profile / "newer-than-backup").write_text("kept")
 
@@ -171,9 +175,9 @@ def test_restore_keeps_a_local_profile_that_is_current(
 def test_no_backup_is_none_only_when_the_listing_succeeded(
     s3: SeaweedS3, prefix: str, tmp_path: Path
 ) -> None:
-    assert run(BackupManager(s3_store(s3), prefix, "13").restore(tmp_path / "p")) is None
+    assert run(keyed(s3_store(s3), prefix, "13").restore(tmp_path / "p")) is None
     down = S3Store(s3.bucket, endpoint_url="http://127.0.0.1:9", max_attempts=1, **CREDENTIALS)
-    manager = BackupManager(down, prefix, "13", retry=RetryPolicy(deadline=0.5, base_delay=0.1))
+    manager = keyed(down, prefix, "13", retry=RetryPolicy(deadline=0.5, base_delay=0.1))
     with pytest.raises(StoreUnavailable):
         run(manager.restore(tmp_path / "p"))
 
@@ -189,33 +193,40 @@ def corrupt_truncate(s3: SeaweedS3, key: str) -> None:
     s3.client().put_object(Bucket=s3.bucket, Key=key, Body=data[:100])
 
 
-def corrupt_delete(s3: SeaweedS3, key: str) -> None:
-    s3.client().delete_object(Bucket=s3.bucket, Key=key)
+def corrupt_replace(s3: SeaweedS3, key: str) -> None:
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=b"torn upload")
 
 
-def corrupt_manifest(s3: SeaweedS3, key: str) -> None:
-    manifest_key = key.replace("/versions/", "/manifests/").replace(".tar.gz", ".json")
-    s3.client().put_object(Bucket=s3.bucket, Key=manifest_key, Body=b'{"version": ')
+def corrupt_last_chunk_dropped(s3: SeaweedS3, key: str) -> None:
+    """A multi-chunk object cut at a chunk boundary: every remaining chunk is authentic."""
+    data = s3.get(key)
+    header = len(sealed.MAGIC) + 1 + data[len(sealed.MAGIC)] + sealed.SALT_BYTES
+    whole = (len(data) - header) // (sealed.CHUNK + sealed.TAG_BYTES)
+    assert whole >= 1, "the backup must span more than one chunk"
+    cut = header + whole * (sealed.CHUNK + sealed.TAG_BYTES)
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=data[:cut])
 
 
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        (corrupt_flip, "sha256"),
-        (corrupt_truncate, "size"),
-        (corrupt_delete, "missing"),
-        (corrupt_manifest, "malformed manifest"),
+        (corrupt_flip, "failed authentication"),
+        (corrupt_truncate, "failed authentication"),
+        (corrupt_last_chunk_dropped, "failed authentication"),
+        (corrupt_replace, "not a sealed backup object"),
     ],
 )
 def test_corrupt_newest_backup_falls_back_to_the_previous(
     s3: SeaweedS3, prefix: str, tmp_path: Path, damage: Any, reason: str
 ) -> None:
-    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+    manager = keyed(s3_store(s3), prefix, "13", retry=FAST_RETRY)
     make_profile(tmp_path / "v1", "one")
     make_profile(tmp_path / "v2", "two")
+    # Incompressible bulk: the newest backup spans several chunks.
+    (tmp_path / f"v2/{WA}.leveldb/000009.ldb").write_bytes(os.urandom(sealed.CHUNK * 2))
     good = run(manager.backup(tmp_path / "v1", ORIGIN))
     bad = run(manager.backup(tmp_path / "v2", ORIGIN))
-    damage(s3, f"{prefix}/13/versions/{bad.version}.tar.gz")
+    damage(s3, f"{prefix}/13/sealed/{bad.version}")
 
     result = run(manager.restore(tmp_path / "restored"))
 
@@ -225,16 +236,14 @@ def test_corrupt_newest_backup_falls_back_to_the_previous(
     assert login_files(tmp_path / "restored") == login_files(tmp_path / "v1")
 
 
-class CrashBeforeManifest:
-    """A store whose process "dies" right after the data object was uploaded."""
+class CrashDuringUpload:
+    """A store whose process "dies" while the backup's object is being uploaded."""
 
     def __init__(self, store: S3Store) -> None:
         self.store = store
 
     async def put(self, key: str, path: Path) -> None:
-        if "/manifests/" in key:
-            raise KeyboardInterrupt("killed")
-        await self.store.put(key, path)
+        raise KeyboardInterrupt("killed")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -245,23 +254,17 @@ def test_crash_mid_backup_leaves_the_previous_backup(
 ) -> None:
     profile = tmp_path / "profile"
     make_profile(profile, "one")
-    good = run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
+    good = run(keyed(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
     expected = login_files(profile)
     make_profile(profile, "two")
     with pytest.raises(KeyboardInterrupt):
-        run(BackupManager(CrashBeforeManifest(s3_store(s3)), prefix, "13").backup(profile, ORIGIN))
-    assert len(s3.keys(f"{prefix}/13/versions/")) == 2  # the orphan data object
+        run(keyed(CrashDuringUpload(s3_store(s3)), prefix, "13").backup(profile, ORIGIN))
+    assert s3.keys(f"{prefix}/13/") == [f"{prefix}/13/sealed/{good.version}"]
 
-    result = run(BackupManager(s3_store(s3), prefix, "13").restore(tmp_path / "new"))
+    result = run(keyed(s3_store(s3), prefix, "13").restore(tmp_path / "new"))
 
     assert result is not None and result.version == good.version and result.skipped == []
     assert login_files(tmp_path / "new") == expected
-
-    newest = run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
-    assert s3.keys(f"{prefix}/13/versions/") == [  # the next backup removes the orphan
-        f"{prefix}/13/versions/{good.version}.tar.gz",
-        f"{prefix}/13/versions/{newest.version}.tar.gz",
-    ]
 
 
 def test_s3_down_at_restore_is_retried_until_it_is_back(tmp_path: Path) -> None:
@@ -271,7 +274,7 @@ def test_s3_down_at_restore_is_retried_until_it_is_back(tmp_path: Path) -> None:
         profile = tmp_path / "profile"
         make_profile(profile, "one")
         attempts: list[int] = []
-        manager = BackupManager(
+        manager = keyed(
             s3_store(server),
             "p",
             "13",
@@ -303,12 +306,12 @@ def test_wrong_credentials_are_a_clear_error_and_delete_nothing(
 ) -> None:
     profile = tmp_path / "profile"
     make_profile(profile, "one")
-    run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
+    run(keyed(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
     before_keys = s3.keys(f"{prefix}/")
     before_files = login_files(profile)
     retried: list[int] = []
     for credentials in ({"secret_access_key": "wrong"}, {"access_key_id": "nobody"}):
-        manager = BackupManager(
+        manager = keyed(
             s3_store(s3, **credentials),
             prefix,
             "13",
@@ -328,8 +331,8 @@ def test_wrong_credentials_are_a_clear_error_and_delete_nothing(
 
 
 def test_two_locations_never_touch_each_other(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
-    one = BackupManager(s3_store(s3), prefix, "1", keep=1)
-    thirteen = BackupManager(s3_store(s3), prefix, "13", keep=1)  # "1" is a prefix of "13"
+    one = keyed(s3_store(s3), prefix, "1", keep=1)
+    thirteen = keyed(s3_store(s3), prefix, "13", keep=1)  # "1" is a prefix of "13"
     make_profile(tmp_path / "p1", "location-one")
     make_profile(tmp_path / "p13", "location-thirteen")
     run(thirteen.backup(tmp_path / "p13", ORIGIN))
@@ -342,39 +345,36 @@ def test_two_locations_never_touch_each_other(s3: SeaweedS3, prefix: str, tmp_pa
     assert login_files(tmp_path / "r1") == login_files(tmp_path / "p1")
     assert login_files(tmp_path / "r13") == login_files(tmp_path / "p13")
 
-    assert run(one.delete_all()) == 2
+    assert run(one.delete_all()) == 1
     assert s3.keys(f"{prefix}/1/") == []
-    assert len(s3.keys(f"{prefix}/13/")) == 2
+    assert len(s3.keys(f"{prefix}/13/")) == 1
     assert run(one.restore(tmp_path / "r1-again")) is None
 
 
 def test_keeps_the_newest_n_backups(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
-    manager = BackupManager(s3_store(s3), prefix, "13", keep=2)
+    manager = keyed(s3_store(s3), prefix, "13", keep=2)
     make_profile(tmp_path / "p", "one")
     versions = [run(manager.backup(tmp_path / "p", ORIGIN)).version for _ in range(4)]
 
-    assert s3.keys(f"{prefix}/13/") == [
-        *(f"{prefix}/13/manifests/{v}.json" for v in versions[2:]),
-        *(f"{prefix}/13/versions/{v}.tar.gz" for v in versions[2:]),
-    ]
+    assert s3.keys(f"{prefix}/13/") == [f"{prefix}/13/sealed/{v}" for v in versions[2:]]
 
 
 def test_delete_all_removes_every_object_of_the_location(
     s3: SeaweedS3, prefix: str, tmp_path: Path
 ) -> None:
-    manager = BackupManager(s3_store(s3), prefix, "13")
+    manager = keyed(s3_store(s3), prefix, "13")
     make_profile(tmp_path / "p", "one")
     for _ in range(3):
         run(manager.backup(tmp_path / "p", ORIGIN))
 
-    assert run(manager.delete_all()) == 6
+    assert run(manager.delete_all()) == 3
     assert s3.keys(f"{prefix}/13/") == []
     assert run(manager.restore(tmp_path / "r")) is None
 
 
 def test_local_store_round_trip(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "backups")
-    manager = BackupManager(store, "whatsapp-sessions", "13", keep=2)
+    manager = keyed(store, "whatsapp-sessions", "13", keep=2)
     make_profile(tmp_path / "p", "one")
     for _ in range(3):
         record = run(manager.backup(tmp_path / "p", ORIGIN))
@@ -384,8 +384,9 @@ def test_local_store_round_trip(tmp_path: Path) -> None:
     assert result is not None and result.version == record.version
     assert login_files(tmp_path / "r") == login_files(tmp_path / "p")
     keys = run(store.list("whatsapp-sessions/13/"))
-    assert len(keys) == 4 and run(store.list("whatsapp-sessions/1")) == keys
-    assert run(store.list("whatsapp-sessions/13/m")) == keys[:2]
+    assert len(keys) == 2 and run(store.list("whatsapp-sessions/1")) == keys
+    assert run(store.list("whatsapp-sessions/13/s")) == keys
+    assert run(store.list("whatsapp-sessions/13/v")) == []
     assert not list((tmp_path / "backups").rglob("*.partial"))
     with pytest.raises(ObjectNotFound):
         run(store.get("whatsapp-sessions/13/nothing", tmp_path / "x"))

@@ -1,7 +1,15 @@
 """Versioned, checksummed, crash-safe backups of a Chromium profile's WhatsApp login."""
 
-from session_pod.storage.backups import BackupManager, BackupRecord, RestoreResult, SkippedBackup
+from session_pod.storage.backups import (
+    BackupManager,
+    BackupRecord,
+    KeySource,
+    ReencryptResult,
+    RestoreResult,
+    SkippedBackup,
+)
 from session_pod.storage.errors import (
+    KeysUnavailable,
     NothingToBackUp,
     ObjectNotFound,
     SnapshotError,
@@ -18,10 +26,13 @@ __all__ = [
     "BackupManager",
     "BackupRecord",
     "BackupStore",
+    "KeySource",
+    "KeysUnavailable",
     "LocalStore",
     "NothingToBackUp",
     "ObjectNotFound",
     "OnRetry",
+    "ReencryptResult",
     "RestoreResult",
     "RetryPolicy",
     "S3Store",

@@ -29,3 +29,7 @@ class SnapshotUnstable(SnapshotError):
 
 class NothingToBackUp(SnapshotError):
     """The profile holds no login data (no Local Storage, no IndexedDB of the origin)."""
+
+
+class KeysUnavailable(StoreAccessDenied):
+    """The location's backup keys are missing or unreadable: nothing can be sealed or opened."""
