@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import io
 import json
 import os
+import tarfile
 from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
+from session_pod import __version__
 from session_pod.storage import (
     BackupManager,
     LocalStore,
@@ -24,12 +29,14 @@ from session_pod.storage import (
     sealed,
     snapshot,
 )
+from session_pod.storage.archive import sha256_of, write_tar_gz
+from session_pod.storage.manifest import Layout, Manifest, new_version
 from session_pod.storage.profile import MARKER
 from session_pod.storage.retry import RetryPolicy
 from session_pod.storage.snapshot import origin_identifier, stable_copy
 from tests.support.s3 import SeaweedS3
 from tests.support.session_pods import TEST_MASTERS
-from whatsapp_common.keys import KeyRing
+from whatsapp_common.keys import KeyRing, NamedKey
 
 T = TypeVar("T")
 ORIGIN = "https://web.whatsapp.com/"
@@ -517,3 +524,193 @@ def test_settings_defaults_and_errors(tmp_path: Path) -> None:
     ):
         with pytest.raises(ValueError):
             StorageSettings.from_env(env)
+
+
+OLD_MASTERS = KeyRing((NamedKey("2026-06", b"o" * 32),))
+NEW_MASTERS = KeyRing((NamedKey("2026-12", b"n" * 32), *OLD_MASTERS))
+
+
+def sealed_key_name(data: bytes) -> str:
+    return sealed.key_name(io.BytesIO(data))
+
+
+def test_the_bucket_holds_nothing_readable(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
+    """What a leaked bucket shows: not a tar, not a gzip, no file name, no profile byte, no
+    location beyond the object's key, no metadata."""
+    location = "beauty-shop-4711"
+    make_profile(tmp_path / "p", "customer-secret-tag")
+    record = run(keyed(s3_store(s3), prefix, location).backup(tmp_path / "p", ORIGIN))
+    (key,) = s3.keys(f"{prefix}/")
+    assert key == f"{prefix}/{location}/sealed/{record.version}"
+    data = s3.get(key)
+
+    assert not data.startswith(b"\x1f\x8b")
+    with pytest.raises(tarfile.TarError), tarfile.open(fileobj=io.BytesIO(data)):
+        pass
+    with pytest.raises(OSError):
+        gzip.decompress(data)
+    for plain in (location, "whatsapp", "Local Storage", "MANIFEST-000001", "customer-secret-tag"):
+        assert plain.encode() not in data, plain
+    assert s3.client().head_object(Bucket=s3.bucket, Key=key)["Metadata"] == {}
+    assert sealed_key_name(data) == "test-1"  # the master key's name: all the header says
+
+
+def test_an_archive_copied_from_another_location_or_version_is_refused(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    make_profile(tmp_path / "p13", "thirteen")
+    make_profile(tmp_path / "p7", "seven")
+    thirteen = keyed(s3_store(s3), prefix, "13")
+    good = run(thirteen.backup(tmp_path / "p13", ORIGIN))
+    other = run(keyed(s3_store(s3), prefix, "7").backup(tmp_path / "p7", ORIGIN))
+    later = [new_version(datetime.now(UTC) + timedelta(seconds=s)) for s in (1, 2)]
+    client = s3.client()
+    copies = {
+        later[0]: f"{prefix}/13/sealed/{good.version}",  # 13's own, under another version
+        later[1]: f"{prefix}/7/sealed/{other.version}",  # location 7's, newest
+    }
+    for version, source in copies.items():
+        client.put_object(
+            Bucket=s3.bucket, Key=f"{prefix}/13/sealed/{version}", Body=s3.get(source)
+        )
+
+    result = run(thirteen.restore(tmp_path / "restored"))
+
+    assert result is not None and result.restored and result.version == good.version
+    assert [s.version for s in result.skipped] == [later[1], later[0]]
+    assert all("failed authentication" in s.reason for s in result.skipped)
+    assert login_files(tmp_path / "restored") == login_files(tmp_path / "p13")
+
+
+def test_a_backup_restores_after_a_master_key_rotation(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    make_profile(tmp_path / "old", "before-rotation")
+    make_profile(tmp_path / "new", "after-rotation")
+    before = run(
+        keyed(s3_store(s3), prefix, "13", masters=OLD_MASTERS).backup(tmp_path / "old", ORIGIN)
+    )
+    rotated = keyed(s3_store(s3), prefix, "13", masters=NEW_MASTERS)  # the new key beside the old
+
+    restored = run(rotated.restore(tmp_path / "r1"))
+    assert restored is not None and restored.version == before.version and not restored.skipped
+    assert login_files(tmp_path / "r1") == login_files(tmp_path / "old")
+
+    after = run(rotated.backup(tmp_path / "new", ORIGIN))
+    names = {k: sealed_key_name(s3.get(k)) for k in s3.keys(f"{prefix}/13/")}
+    assert sorted(names.values()) == ["2026-06", "2026-12"]
+    new_only = KeyRing(NEW_MASTERS.keys[:1])
+    refused = run(keyed(s3_store(s3), prefix, "13", masters=new_only).restore(tmp_path / "r2"))
+    assert refused is not None and refused.version == after.version
+
+    result = run(rotated.reencrypt(tmp_path / "work"))
+
+    assert result.key == "2026-12"
+    assert result.rewritten == [before.version] and result.current == [after.version]
+    assert {sealed_key_name(s3.get(k)) for k in s3.keys(f"{prefix}/13/")} == {"2026-12"}
+    s3.client().delete_object(Bucket=s3.bucket, Key=f"{prefix}/13/sealed/{after.version}")
+    old_only_now = run(keyed(s3_store(s3), prefix, "13", masters=new_only).restore(tmp_path / "r3"))
+    assert old_only_now is not None and old_only_now.version == before.version
+    assert not old_only_now.skipped
+    assert login_files(tmp_path / "r3") == login_files(tmp_path / "old")
+    assert not [p for p in (tmp_path / "work").iterdir() if p.name.startswith(".")]
+
+
+def test_a_key_the_pod_does_not_hold_is_a_fallback_that_names_it(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    make_profile(tmp_path / "p", "one")
+    good = run(
+        keyed(s3_store(s3), prefix, "13", masters=OLD_MASTERS).backup(tmp_path / "p", ORIGIN)
+    )
+    unknown = KeyRing((NamedKey("lost", b"l" * 32),))
+    run(keyed(s3_store(s3), prefix, "13", masters=unknown).backup(tmp_path / "p", ORIGIN))
+
+    result = run(keyed(s3_store(s3), prefix, "13", masters=OLD_MASTERS).restore(tmp_path / "r"))
+
+    assert result is not None and result.version == good.version
+    assert "'lost', not among this pod's keys ['2026-06']" in result.skipped[0].reason
+
+
+def write_unencrypted_backup(s3: SeaweedS3, prefix: str, location: str, profile: Path) -> str:
+    """A backup as this program wrote it before encryption: tar.gz, then its manifest."""
+    created = datetime.now(UTC) - timedelta(days=1)
+    version = new_version(created)
+    copy = profile.parent / "legacy-copy"
+    copy.mkdir()
+    files = stable_copy(profile, ORIGIN, copy)
+    archive = profile.parent / "legacy.tar.gz"
+    write_tar_gz(copy, files, archive)
+    manifest = Manifest(
+        version=version,
+        sha256=sha256_of(archive),
+        size=archive.stat().st_size,
+        created=created.isoformat(),
+        program_version=__version__,
+        location=location,
+        origin=ORIGIN,
+        files={path: size for path, (size, _mtime) in sorted(files.items())},
+    )
+    layout = Layout(prefix, location)
+    client = s3.client()
+    client.put_object(Bucket=s3.bucket, Key=layout.data_key(version), Body=archive.read_bytes())
+    client.put_object(Bucket=s3.bucket, Key=layout.manifest_key(version), Body=manifest.to_json())
+    return version
+
+
+def test_an_unencrypted_backup_restores_and_is_then_re_encrypted(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    make_profile(tmp_path / "p", "from-before")
+    expected = login_files(tmp_path / "p")
+    version = write_unencrypted_backup(s3, prefix, "13", tmp_path / "p")
+    manager = keyed(s3_store(s3), prefix, "13")
+
+    result = run(manager.restore(tmp_path / "r"))
+
+    assert result is not None and result.restored and result.version == version
+    assert login_files(tmp_path / "r") == expected
+    newer = run(manager.backup(tmp_path / "r", ORIGIN))  # the next backup is sealed
+    assert s3.keys(f"{prefix}/13/") == [
+        f"{prefix}/13/manifests/{version}.json",
+        f"{prefix}/13/sealed/{newer.version}",
+        f"{prefix}/13/versions/{version}.tar.gz",
+    ]
+
+    reencrypted = run(manager.reencrypt(tmp_path / "work"))
+
+    assert reencrypted.rewritten == [version] and reencrypted.current == [newer.version]
+    keys = s3.keys(f"{prefix}/13/")
+    assert keys == [f"{prefix}/13/sealed/{version}", f"{prefix}/13/sealed/{newer.version}"]
+    s3.client().delete_object(Bucket=s3.bucket, Key=keys[1])
+    again = run(manager.restore(tmp_path / "r2"))
+    assert again is not None and again.version == version and not again.skipped
+    assert login_files(tmp_path / "r2") == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, sealed.CHUNK - 5, sealed.CHUNK, 2 * sealed.CHUNK + 3])
+def test_sealing_round_trips_at_every_chunk_boundary(tmp_path: Path, size: int) -> None:
+    key = TEST_MASTERS.derive("backup", "13")
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(size))
+    manifest = b'{"m": 1}'
+    sealed.seal(plain, manifest, tmp_path / "sealed", key.current, "13", "v1")
+
+    assert sealed.unseal(tmp_path / "sealed", tmp_path / "out", key, "13", "v1") == manifest
+    assert (tmp_path / "out").read_bytes() == plain.read_bytes()
+    with pytest.raises(sealed.SealError, match="failed authentication"):
+        sealed.unseal(tmp_path / "sealed", tmp_path / "out", key, "13", "v2")
+
+
+def test_chunks_cannot_be_reordered(tmp_path: Path) -> None:
+    key = TEST_MASTERS.derive("backup", "13")
+    (tmp_path / "plain").write_bytes(os.urandom(3 * sealed.CHUNK))
+    sealed.seal(tmp_path / "plain", b"{}", tmp_path / "sealed", key.current, "13", "v1")
+    data = (tmp_path / "sealed").read_bytes()
+    header = len(sealed.MAGIC) + 1 + data[len(sealed.MAGIC)] + sealed.SALT_BYTES
+    step = sealed.CHUNK + sealed.TAG_BYTES
+    first, second = data[header : header + step], data[header + step : header + 2 * step]
+    (tmp_path / "swapped").write_bytes(data[:header] + second + first + data[header + 2 * step :])
+
+    with pytest.raises(sealed.SealError, match="chunk 0 failed authentication"):
+        sealed.unseal(tmp_path / "swapped", tmp_path / "out", key, "13", "v1")
