@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+
+from whatsapp_common.keys import KeyRing
 
 from .config import OperatorConfig
 from .naming import location_label, session_name
@@ -11,6 +14,11 @@ APP = "whatsapp-session"
 LOCATION_LABEL = "whatsapp-sessions.io/location"
 DATA_MOUNT = "/data"
 TMP_MOUNT = "/tmp"  # HOME of the session pod image: Chromium's and Playwright's scratch space
+BACKUP_KEY_NAMES = "whatsapp-sessions.io/backup-keys"  # names only: a rotation rolls the pod
+
+
+def keys_secret_name(location_id: str) -> str:
+    return f"{session_name(location_id)}-keys"
 
 
 def labels(location_id: str) -> dict[str, str]:
@@ -62,7 +70,10 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                 "whenScaled": "Retain",
             },
             "template": {
-                "metadata": {"labels": labels(location)},
+                "metadata": {
+                    "labels": labels(location),
+                    "annotations": {BACKUP_KEY_NAMES: ",".join(_masters(config).names)},
+                },
                 "spec": {
                     "automountServiceAccountToken": False,
                     # The pause container becomes PID 1 and reaps Chromium's orphans.
@@ -85,7 +96,9 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                             "ports": [{"name": "http", "containerPort": config.session_port}],
                             "env": session_env(spec, config),
                             "envFrom": [
-                                {"secretRef": {"name": config.secret_name, "optional": True}}
+                                {"secretRef": {"name": config.secret_name, "optional": True}},
+                                # BACKUP_KEYS: this location's keys, never the master keys.
+                                {"secretRef": {"name": keys_secret_name(location)}},
                             ],
                             "resources": spec.get("resources", {}),
                             "readinessProbe": {
@@ -115,6 +128,29 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
             },
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim_spec}],
         },
+    }
+
+
+def _masters(config: OperatorConfig) -> KeyRing:
+    if config.backup_masters is None:
+        raise ValueError("the operator has no backup master keys (BACKUP_MASTER_KEYS)")
+    return config.backup_masters
+
+
+def keys_secret(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
+    """The location's own Secret: its backup keys, derived from each master key."""
+    location = spec["locationId"]
+    ring = _masters(config).derive("backup", location)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": keys_secret_name(location),
+            "namespace": namespace,
+            "labels": labels(location),
+        },
+        "type": "Opaque",
+        "data": {"BACKUP_KEYS": base64.b64encode(ring.to_text().encode()).decode()},
     }
 
 
