@@ -286,7 +286,7 @@ def main() -> None:
     print(f"whatsapp-sessions local mode on http://{settings.host}:{settings.port}")
     print(f"data: {data_root}")
     if not os.environ.get("ROUTER_TOKEN"):
-        print(f"token: {settings.token}  (set ROUTER_TOKEN to choose it)")
+        print(f"token: {_token(data_root)}  (set ROUTER_TOKEN to choose it)")
     sys.stdout.flush()
     asyncio.run(serve(settings, LocalBackend(data_root, masters)))
 
