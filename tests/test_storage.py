@@ -7,6 +7,8 @@ import gzip
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Coroutine, Iterator
 from datetime import UTC, datetime, timedelta
@@ -714,3 +716,27 @@ def test_chunks_cannot_be_reordered(tmp_path: Path) -> None:
 
     with pytest.raises(sealed.SealError, match="chunk 0 failed authentication"):
         sealed.unseal(tmp_path / "swapped", tmp_path / "out", key, "13", "v1")
+
+
+def test_the_reencrypt_command_seals_old_versions_with_the_current_key(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "backups")
+    make_profile(tmp_path / "p", "one")
+    old = run(
+        keyed(store, "whatsapp-sessions", "13", masters=OLD_MASTERS).backup(tmp_path / "p", ORIGIN)
+    )
+    env = {
+        **os.environ,
+        "LOCATION_ID": "13",
+        "DATA_DIR": str(tmp_path / "data"),
+        "LOCAL_BACKUP_DIR": str(tmp_path / "backups"),
+        "BACKUP_KEYS": NEW_MASTERS.derive("backup", "13").to_text(),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "session_pod.reencrypt"], env=env, capture_output=True, timeout=60
+    )
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert result["key"] == "2026-12" and result["rewritten"] == [old.version]
+    (key,) = run(store.list("whatsapp-sessions/13/"))
+    assert sealed_key_name((tmp_path / "backups" / key).read_bytes()) == "2026-12"
