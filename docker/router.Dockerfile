@@ -13,6 +13,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml ./
 COPY session_pod session_pod
+COPY whatsapp_common whatsapp_common
 COPY operator operator
 COPY router router
 # The CA is mounted for this one step (a build secret): it is in no layer.

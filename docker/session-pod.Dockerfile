@@ -17,6 +17,7 @@ RUN --mount=type=secret,id=build-ca \
     && python3 wajs_bundle.py package-lock.json /opt/wa-js/wppconnect-wa.js
 COPY pyproject.toml ./
 COPY session_pod session_pod
+COPY whatsapp_common whatsapp_common
 COPY operator operator
 COPY router router
 # The CA is mounted for this one step (a build secret): it is in no layer.

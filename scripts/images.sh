@@ -30,7 +30,7 @@ fi
 base_id=$("$ENGINE" image inspect --format '{{.Id}}' "$BASE")
 
 inputs() { # NAME -> the files its Dockerfile copies, plus itself
-  local files=(".dockerignore" "docker/$1.Dockerfile" pyproject.toml session_pod operator router)
+  local files=(".dockerignore" "docker/$1.Dockerfile" pyproject.toml session_pod whatsapp_common operator router)
   [[ $1 == session-pod ]] && files+=(package-lock.json docker/wajs_bundle.py)
   if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     git ls-files -co --exclude-standard -- "${files[@]}"
