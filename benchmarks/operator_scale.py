@@ -40,7 +40,7 @@ from tests.support.operator import (
 )
 from tests.support.processes import wait_until
 from tests.support.simulated_pods import PodStatus, SimulatedPods, address
-from whatsapp_operator import GROUP, PLURAL, VERSION
+from whatsapp_common.crd import GROUP, PLURAL, VERSION
 
 STATES = {"ready": "Ready", "disconnected": "Disconnected"}
 REQUEST_LINE = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+]+)$")

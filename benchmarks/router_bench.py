@@ -29,8 +29,8 @@ from tests.support.operator import CRD
 from tests.support.processes import Program, free_port, wait_until
 from tests.support.router import RouterProcess
 from tests.support.session_pods import SessionPod, start_double
+from whatsapp_common.crd import GROUP, PLURAL, VERSION
 from whatsapp_common.naming import session_name
-from whatsapp_operator import GROUP, PLURAL, VERSION
 from whatsapp_operator.manifests import labels
 
 LOCATION = "bench-0"

@@ -44,6 +44,7 @@ class BackupSchedule:
             settings.storage.prefix,
             settings.location_id,
             settings.storage.keep,
+            keys=settings.storage.key_source(),
             retry=RetryPolicy(deadline=None, max_delay=settings.relaunch_backoff_max),
             on_retry=self._store_unavailable,
             settle_seconds=settings.storage.settle_seconds,

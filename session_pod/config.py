@@ -10,6 +10,7 @@ from whatsapp_common.envvars import ConfigError, env_bool, env_int, env_number
 
 from .delivery.watchdog import WatchdogSettings
 from .delivery.webhooks import WebhookSettings
+from .storage.errors import KeysUnavailable
 from .storage.settings import StorageSettings
 
 __all__ = ["ConfigError", "Settings"]
@@ -83,6 +84,8 @@ class Settings:
                 f"SEND_WAIT_SECONDS ({send_wait:g}) must be below CALL_TIMEOUT_SECONDS"
                 f" ({call_timeout:g}): the page answers a send within the first"
             )
+        storage = StorageSettings.from_env(env)
+        _check_backup_keys(storage)
         return cls(
             location_id=location,
             host=env.get("HOST", cls.host),
@@ -121,7 +124,21 @@ class Settings:
             send_detect_mentioned=env_bool(env, "SEND_DETECT_MENTIONED", cls.send_detect_mentioned),
             sync_max_wait=env_number(env, "SYNC_MAX_WAIT_SECONDS", cls.sync_max_wait, minimum=0),
             qr_reload_selector=env.get("QR_RELOAD_SELECTOR", cls.qr_reload_selector),
-            storage=StorageSettings.from_env(env),
+            storage=storage,
             webhooks=WebhookSettings.from_env(env),
             watchdog=WatchdogSettings.from_env(env),
         )
+
+
+def _check_backup_keys(storage: StorageSettings) -> None:
+    """Every backup is encrypted: a pod without its location's keys does not start."""
+    source = storage.key_source()
+    if source is None:
+        raise ConfigError(
+            "BACKUP_KEYS_FILE (or BACKUP_KEYS) is required: the location's backup keys, which"
+            " the operator or local mode derives (see README, Security)"
+        )
+    try:
+        source()
+    except KeysUnavailable as exc:
+        raise ConfigError(str(exc)) from None

@@ -3,6 +3,7 @@ schema, the CRD copies, and the rendered objects accepted by a real kube-apiserv
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -16,6 +17,7 @@ import yaml
 from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.operator import CHART
 from tests.support.processes import REPO
+from whatsapp_common.keys import parse_ring
 
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
 
@@ -29,6 +31,7 @@ FULL_VALUES = [
     "rails.port=3000",
     "rails.webhookSecret.existingSecret=wa-session",
     "router.token.existingSecret=wa-router",
+    "operator.backupKeys.existingSecret=wa-backup-keys",
     "router.replicas=3",
     "session.storage.storageClassName=fast",
     "imagePullSecrets[0].name=registry",
@@ -159,7 +162,21 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
         "storageClassName": "fast",
     }
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "wa-session"
+    masters = env["BACKUP_MASTER_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert masters == {"name": "wa-backup-keys", "key": "keys"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    # Only the operator may touch Secrets, and it cannot list them; the router none.
+    rules = {
+        name: [r for r in role["rules"] if "secrets" in r["resources"]]
+        for (kind, name), role in rendered.items()
+        if kind == "Role"
+    }
+    assert rules == {
+        "wa-whatsapp-sessions-operator": [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]}
+        ],
+        "wa-whatsapp-sessions-router": [],
+    }
 
     router = rendered[("Deployment", "wa-whatsapp-sessions-router")]
     assert router["spec"]["replicas"] == 3
@@ -174,6 +191,9 @@ def test_without_an_existing_secret_the_router_token_is_generated(helm: Path) ->
     rendered = objects(render(helm))
     secret = rendered[("Secret", "wa-whatsapp-sessions-router-token")]
     assert len(secret["data"]["token"]) >= 40
+    masters = rendered[("Secret", "wa-whatsapp-sessions-operator-backup-keys")]
+    ring = parse_ring(base64.b64decode(masters["data"]["keys"]).decode())
+    assert ring.names == ["initial"] and len(ring.current.secret) == 32
     env = container_env(
         rendered[("StatefulSet", "wa-whatsapp-sessions-operator")]["spec"]["template"]["spec"][
             "containers"

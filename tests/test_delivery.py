@@ -16,7 +16,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +331,32 @@ def test_requests_are_signed_and_verify(tmp_path: Path) -> None:
     assert not verify(SECRET, ts, seen.body.replace(b"5491", b"5492"), sig)
     assert not verify(SECRET, ts, seen.body, "sha256=" + "0" * 64)
     assert not verify(SECRET, "not-a-number", seen.body, sig)
+
+
+def test_during_a_secret_rotation_both_signatures_are_sent(tmp_path: Path) -> None:
+    """WEBHOOK_SECRET = the new secret, WEBHOOK_SECRET_PREVIOUS = the old: a receiver that
+    still has the old one and one that already has the new one both accept every request."""
+    new = "new-webhook-secret"
+
+    async def scenario() -> Seen:
+        receiver = Receiver()
+        await receiver.up()
+        rotating = settings(receiver, previous_secret=SECRET)
+        outbox = Outbox(tmp_path / "pod.db", "13", replace(rotating, secret=new))
+        outbox.start()
+        outbox.enqueue("ready", {"phone": "5491100000000"})
+        await until(lambda: len(receiver.seen) == 1)
+        await outbox.stop()
+        await receiver.down()
+        return receiver.seen[0]
+
+    seen = run(scenario())
+    ts, sig = seen.headers["X-Webhook-Timestamp"], seen.headers["X-Webhook-Signature"]
+    assert sig == f"{sign(new, int(ts), seen.body)},{sign(SECRET, int(ts), seen.body)}"
+    assert verify(new, ts, seen.body, sig) and verify(SECRET, ts, seen.body, sig)
+    assert not verify("a-third-secret", ts, seen.body, sig)
+    env = {"RAILS_APP_URL": "http://r", "WEBHOOK_SECRET": new, "WEBHOOK_SECRET_PREVIOUS": "old"}
+    assert WebhookSettings.from_env(env).previous_secret == "old"
 
 
 def test_stale_or_future_timestamps_are_rejected() -> None:

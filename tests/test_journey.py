@@ -9,6 +9,7 @@ cannot reach the session pod."""
 
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import subprocess
@@ -34,6 +35,7 @@ from tests.support.real_node import RealNode
 from tests.support.router import RouterClient
 from tests.support.s3 import SeaweedS3
 from tests.support.session_pods import Double, new_phone
+from whatsapp_common.keys import parse_ring
 
 # The first test to use the real node also waits for it to start and for the images to be
 # copied into containerd (about 2 minutes on a fresh machine).
@@ -114,6 +116,58 @@ def stranger_pod(node: RealNode, namespace: str) -> str:
         "wait", "--for=condition=Ready", "pod/stranger", "-n", namespace, "--timeout=60s"
     )
     return "stranger"
+
+
+ENVIRON_AND_FILES = """
+import os, pathlib, sys
+needle = sys.argv[1].encode()
+print(repr(dict(os.environ)))
+for root in ("/data", "/tmp"):
+    for path in pathlib.Path(root).rglob("*"):
+        if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
+            print("FOUND", path)
+"""
+
+
+def assert_no_master_key_in_the_pod(
+    cluster: ControlPlane, namespace: str, pod: str, s3: SeaweedS3
+) -> None:
+    """The master backup key stays in the operator's Secret: the session pod's environment
+    holds its location's derived keys only, no file of its volumes holds the master, and
+    every object in the bucket is sealed."""
+    encoded = cluster.kubectl(
+        "get",
+        "secret",
+        f"{RELEASE}-operator-backup-keys",
+        "-n",
+        namespace,
+        "-o",
+        "jsonpath={.data.keys}",
+    ).stdout
+    masters = parse_ring(base64.b64decode(encoded).decode())
+    for master in masters:
+        secret = base64.b64encode(master.secret).decode()
+        seen = cluster.kubectl(
+            "exec",
+            pod,
+            "-n",
+            namespace,
+            "-c",
+            "session",
+            "--",
+            "python3",
+            "-c",
+            ENVIRON_AND_FILES,
+            secret,
+            timeout=60,
+        ).stdout
+        environ = ast.literal_eval(seen.splitlines()[0])
+        assert "FOUND" not in seen and secret not in seen, seen[-2000:]
+        assert "BACKUP_MASTER_KEYS" not in environ
+        assert environ["BACKUP_KEYS"] == masters.derive("backup", LOCATION).to_text()
+    keys = s3.keys()
+    assert keys and all("/sealed/" in key for key in keys), keys
+    assert all(not s3.get(key).startswith(b"\x1f\x8b") for key in keys)
 
 
 def probe(cluster: ControlPlane, namespace: str, pod: str, url: str) -> str:
@@ -275,6 +329,7 @@ def test_helm_install_to_uninstall_in_containers_on_a_real_node(
             request.headers["X-Webhook-Signature"],
         )
         wait_backup(cluster, namespace, "beauty-shop")
+        assert_no_master_key_in_the_pod(cluster, namespace, pod, node_s3)
 
         # The pod deleted: the StatefulSet recreates it, the session comes back without a QR.
         qr_webhooks, ready_webhooks = len(rails.events("qr")), len(rails.events("ready"))

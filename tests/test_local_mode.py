@@ -5,10 +5,12 @@ mode stops every process it started, and the next start brings the location back
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import re
 import signal
+import stat
 from pathlib import Path
 
 import psutil
@@ -19,6 +21,7 @@ from tests.support.processes import Program, free_port, wait_until
 from tests.support.rails import RailsReceiver
 from tests.support.router import RouterClient
 from tests.support.session_pods import Double, new_phone
+from whatsapp_common.keys import parse_ring
 
 pytestmark = pytest.mark.slow
 LOCATION = "31"
@@ -78,6 +81,26 @@ def gone(process: psutil.Process) -> bool:
         return True
 
 
+def assert_pod_holds_no_master_key(data: Path, pod: psutil.Process) -> None:
+    """The master key stays in local mode's file (0600); the pod's environment holds its own
+    location's derived keys, and neither it nor any file of the pod holds the master."""
+    keys_file = data / "backup-keys"
+    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
+    masters = parse_ring(keys_file.read_text())
+    environ = pod.environ()
+    assert "BACKUP_MASTER_KEYS" not in environ
+    assert environ["BACKUP_KEYS"] == masters.derive("backup", LOCATION).to_text()
+    (pod_dir,) = (data / "sessions").iterdir()
+    files = [p for p in pod_dir.rglob("*") if p.is_file() and not p.is_symlink()]
+    assert files
+    for master in masters:
+        encoded = base64.b64encode(master.secret).decode()
+        assert all(encoded not in value for value in environ.values())
+        for path in files:
+            content = path.read_bytes()
+            assert master.secret not in content and encoded.encode() not in content, path
+
+
 def test_local_mode_runs_the_whole_journey(
     double: Double, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -117,6 +140,7 @@ def test_local_mode_runs_the_whole_journey(
         )
 
         (pod,) = local.session_pods()
+        assert_pod_holds_no_master_key(data, pod)
         killed = local.descendants()  # the pod, its Playwright driver, its browser
         os.kill(pod.pid, signal.SIGKILL)
         wait_until(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 
 import pytest
 import yaml
 
 from tests.support.processes import REPO
+from tests.support.session_pods import TEST_MASTERS
+from whatsapp_common.keys import KeyRing, NamedKey, parse_ring
 from whatsapp_common.naming import (
     LOCATION_ID_MAX,
     LOCATION_ID_PATTERN,
@@ -16,8 +20,9 @@ from whatsapp_common.naming import (
     valid_location_id,
 )
 from whatsapp_operator.config import ConfigError, OperatorConfig, with_defaults
-from whatsapp_operator.manifests import service, statefulset
+from whatsapp_operator.manifests import BACKUP_KEY_NAMES, keys_secret, service, statefulset
 
+MASTERS_ENV = {"BACKUP_MASTER_KEYS": TEST_MASTERS.to_text()}
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
@@ -49,7 +54,9 @@ def env_of(manifest: dict) -> dict[str, object]:
 
 
 def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -> None:
-    config = OperatorConfig(pod_env={"S3_BUCKET": "backups"}, secret_name="wa-secrets")
+    config = OperatorConfig(
+        pod_env={"S3_BUCKET": "backups"}, secret_name="wa-secrets", backup_masters=TEST_MASTERS
+    )
     sts = statefulset(spec(resources={"limits": {"memory": "600Mi"}}), "shops", config)
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -62,7 +69,10 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"] == {"limits": {"memory": "600Mi"}}
-    assert container["envFrom"] == [{"secretRef": {"name": "wa-secrets", "optional": True}}]
+    assert container["envFrom"] == [
+        {"secretRef": {"name": "wa-secrets", "optional": True}},
+        {"secretRef": {"name": "wa-13-keys"}},
+    ]
     assert pod["automountServiceAccountToken"] is False
     assert pod["shareProcessNamespace"] is True
     assert pod["terminationGracePeriodSeconds"] >= 60
@@ -74,7 +84,7 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
 
 
 def test_paused_means_zero_replicas_and_spec_changes_change_the_template() -> None:
-    config = OperatorConfig()
+    config = OperatorConfig(backup_masters=TEST_MASTERS)
     assert statefulset(spec(paused=True), "ns", config)["spec"]["replicas"] == 0
     plain = statefulset(spec(), "ns", config)["spec"]["template"]
     changed = statefulset(spec(backup={"intervalSeconds": 600}), "ns", config)["spec"]["template"]
@@ -82,8 +92,31 @@ def test_paused_means_zero_replicas_and_spec_changes_change_the_template() -> No
     assert env_of({"spec": {"template": changed}})["BACKUP_INTERVAL_SECONDS"] == "600"
 
 
+def test_a_pod_gets_its_own_locations_keys_and_never_a_master_key() -> None:
+    masters = KeyRing((NamedKey("2026-12", b"n" * 32), NamedKey("2026-06", b"o" * 32)))
+    config = OperatorConfig(backup_masters=masters)
+    secret = keys_secret(spec(), "ns", config)
+    given = base64.b64decode(secret["data"]["BACKUP_KEYS"]).decode()
+    assert given == masters.derive("backup", "13").to_text()
+    assert parse_ring(given).names == ["2026-12", "2026-06"]
+    other = keys_secret(spec(locationId="14"), "ns", config)["data"]["BACKUP_KEYS"]
+    assert base64.b64decode(other).decode() != given  # location 14's keys differ
+    sts = statefulset(spec(), "ns", config)
+    rendered = json.dumps([sts, secret])
+    for master in masters:
+        assert base64.b64encode(master.secret).decode() not in rendered
+        assert master.secret.decode() not in rendered
+    annotations = sts["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[BACKUP_KEY_NAMES] == "2026-12,2026-06"  # a rotation rolls the pod
+    with pytest.raises(ConfigError, match="BACKUP_MASTER_KEYS is required"):
+        OperatorConfig.from_env({})
+    with pytest.raises(ConfigError, match="at least 32 are required") as error:
+        OperatorConfig.from_env({"BACKUP_MASTER_KEYS": "k:c2hvcnQ="})
+    assert "c2hvcnQ" not in str(error.value)
+
+
 def test_the_service_is_headless_and_selects_the_pod() -> None:
-    config = OperatorConfig()
+    config = OperatorConfig(backup_masters=TEST_MASTERS)
     svc, sts = service(spec(), "ns", config), statefulset(spec(), "ns", config)
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"] == sts["spec"]["template"]["metadata"]["labels"]
@@ -91,15 +124,18 @@ def test_the_service_is_headless_and_selects_the_pod() -> None:
 
 def test_operator_config_rejects_a_malformed_pod_environment() -> None:
     with pytest.raises(ConfigError, match="SESSION_POD_ENV"):
-        OperatorConfig.from_env({"SESSION_POD_ENV": '{"A": 1}'})
-    assert OperatorConfig.from_env({"SESSION_POD_ENV": '{"A": "1"}'}).pod_env == {"A": "1"}
+        OperatorConfig.from_env({**MASTERS_ENV, "SESSION_POD_ENV": '{"A": 1}'})
+    assert OperatorConfig.from_env({**MASTERS_ENV, "SESSION_POD_ENV": '{"A": "1"}'}).pod_env == {
+        "A": "1"
+    }
 
 
 def test_the_operators_session_defaults_fill_what_a_spec_leaves_out() -> None:
     config = OperatorConfig.from_env(
         {
+            **MASTERS_ENV,
             "SESSION_DEFAULTS": '{"storage": {"size": "5Gi", "storageClassName": "fast"},'
-            ' "backup": {"intervalSeconds": 300}}'
+            ' "backup": {"intervalSeconds": 300}}',
         }
     )
     own = {"locationId": "13", "storage": {"size": "2Gi"}}
@@ -111,7 +147,7 @@ def test_the_operators_session_defaults_fill_what_a_spec_leaves_out() -> None:
     assert claim["storageClassName"] == "fast"
     assert env_of(sts)["BACKUP_INTERVAL_SECONDS"] == "300"
     with pytest.raises(ConfigError, match="SESSION_DEFAULTS"):
-        OperatorConfig.from_env({"SESSION_DEFAULTS": "[1]"})
+        OperatorConfig.from_env({**MASTERS_ENV, "SESSION_DEFAULTS": "[1]"})
 
 
 def test_the_location_id_rule_is_the_crds() -> None:

@@ -7,9 +7,11 @@ the whole router app (middleware, auth, handlers) with its directory pointing at
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from whatsapp_common.serving import app_runner
 from whatsapp_router.app import create_app
+from whatsapp_router.auth import Token, TokenSet
 from whatsapp_router.config import RouterSettings
 from whatsapp_router.directory import Directory, PodRecord, SessionRecord, label_of
 from whatsapp_router.pod_client import PodBrokeConnection, PodClient, PodUnreachable
@@ -241,10 +244,14 @@ class StaticBackend:
 
 @asynccontextmanager
 async def router_for(
-    pod: ScriptedPod, upstream_timeout: float = 5
+    pod: ScriptedPod, upstream_timeout: float = 5, tokens: TokenSet | None = None
 ) -> AsyncIterator[aiohttp.ClientSession]:
     settings = RouterSettings(
-        token=TOKEN, namespace="test", host="127.0.0.1", port=0, upstream_timeout=upstream_timeout
+        tokens=tokens or TokenSet((Token("default", TOKEN),)),
+        namespace="test",
+        host="127.0.0.1",
+        port=0,
+        upstream_timeout=upstream_timeout,
     )
     runner = app_runner(create_app(settings, StaticBackend("7", ("127.0.0.1", pod.port))), 1)
     await runner.setup()
@@ -339,3 +346,81 @@ def test_head_is_forwarded_as_get_and_answered_without_a_body() -> None:
             assert pod.requests[0].startswith(b"GET /status?location_identifier=7 HTTP/1.1")
 
     run(scenario())
+
+
+def replace_file(path: Path, text: str) -> None:
+    """As the kubelet updates a mounted Secret: a new file renamed into place."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def test_a_router_token_rotation_fails_no_request(tmp_path: Path) -> None:
+    """Old and new accepted, the caller moves to the new, the old removed: a caller sending
+    all along gets no error, the old token is refused at the end, /metrics names tokens."""
+    old, new = "old-token-0123456789abc", "new-token-0123456789abc"
+    file = tmp_path / "tokens"
+    file.write_text(f"2026-06:{old}")
+
+    async def scenario() -> None:
+        tokens = TokenSet((), file)
+        async with ScriptedPod(answer_ok) as pod, router_for(pod, tokens=tokens) as caller:
+            using, statuses, stop = [old], [], asyncio.Event()
+
+            async def keep_calling() -> None:
+                while not stop.is_set():
+                    auth = {"Authorization": f"Bearer {using[0]}"}
+                    answer = await caller.get(
+                        "/chats", params={"location_identifier": "7"}, headers=auth
+                    )
+                    await answer.read()
+                    statuses.append(answer.status)
+
+            async def calls(count: int) -> None:
+                target = len(statuses) + count
+                while len(statuses) < target:  # noqa: ASYNC110 (the caller task appends)
+                    await asyncio.sleep(0.005)
+
+            task = asyncio.create_task(keep_calling())
+            await calls(20)
+            replace_file(file, f"2026-12:{new}\n2026-06:{old}")  # the new beside the old
+            await calls(20)
+            using[0] = new  # the callers move
+            await calls(20)
+            replace_file(file, f"2026-12:{new}")  # the old removed
+            await calls(20)
+            stop.set()
+            await task
+
+            assert len(statuses) >= 80 and set(statuses) == {200}
+            auth = {"Authorization": f"Bearer {old}"}
+            refused = await caller.get("/chats", params={"location_identifier": "7"}, headers=auth)
+            assert refused.status == 401
+            assert (await refused.json())["message"] == "A valid bearer token is required"
+            metrics = await caller.get("/metrics", headers={"Authorization": f"Bearer {new}"})
+            text = await metrics.text()
+            assert old not in text and new not in text
+            counts = {
+                ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1])
+                for ln in text.splitlines()
+                if ln.startswith(("wa_router_authenticated_requests_total", "wa_router_auth_"))
+            }
+            by_token = 'wa_router_authenticated_requests_total{token="%s"}'
+            assert counts[by_token % "2026-06"] >= 20 and counts[by_token % "2026-12"] >= 40
+            assert counts['wa_router_auth_refused_total{reason="wrong"}'] == 1
+
+    run(scenario())
+
+
+def test_a_bad_tokens_file_keeps_the_previous_tokens(tmp_path: Path) -> None:
+    file = tmp_path / "tokens"
+    file.write_text("a:token-a-0123456789abc")
+    tokens = TokenSet((), file)
+    replace_file(file, "a:short")
+    assert [t.name for t in tokens.current()] == ["a"]
+    file.unlink()
+    assert [t.name for t in tokens.current()] == ["a"]
+    file.write_text("b:s3cr3t")
+    with pytest.raises(ValueError, match="token 'b' is shorter than 16") as error:
+        TokenSet((), file)
+    assert "s3cr3t" not in str(error.value)

@@ -13,7 +13,7 @@ import pytest
 from session_pod.events import EventBus
 from session_pod.storage import BackupManager
 from tests.support.processes import wait_until
-from tests.support.session_pods import Double, SessionPod
+from tests.support.session_pods import TEST_MASTERS, Double, SessionPod
 from whatsapp_common.objectstore import LocalStore
 
 StartPod = Callable[..., SessionPod]
@@ -41,7 +41,8 @@ def test_a_restore_failing_unexpectedly_fails_the_session_and_liveness(
     leveldb = profile / "Default/Local Storage/leveldb"
     leveldb.mkdir(parents=True)
     (leveldb / "000003.log").write_bytes(bytes(4 * 2**20))
-    manager = BackupManager(LocalStore(backups), "whatsapp-sessions", "51")
+    keys = TEST_MASTERS.derive("backup", "51")
+    manager = BackupManager(LocalStore(backups), "whatsapp-sessions", "51", keys=lambda: keys)
     asyncio.run(manager.backup(profile, origin))
 
     pod = start_pod("51", small_volume / "pod", LOCAL_BACKUP_DIR=str(backups))

@@ -46,7 +46,7 @@ def assert_restored(pod: SessionPod, phone: str, timeout: float = 30) -> None:
 
 
 def version_of(key: str) -> str:
-    return Path(key).name.removesuffix(".tar.gz")
+    return Path(key).name
 
 
 def backup_keys(s3: SeaweedS3, env: dict[str, str], location: str) -> list[str]:
@@ -87,15 +87,18 @@ def test_a_corrupt_newest_backup_falls_back_to_the_previous_one(
     pod = start_pod("31", tmp_path / "first", **s3_env)
     linked_and_backed_up(pod, double, new_phone())
     assert pod.stop() == 0  # SIGTERM: a second backup, of the closed profile
-    versions = [k for k in backup_keys(s3_server, s3_env, "31") if "/versions/" in k]
+    versions = [k for k in backup_keys(s3_server, s3_env, "31") if "/sealed/" in k]
     assert len(versions) == 2
     newest = versions[-1]
-    s3_server.client().put_object(Bucket=s3_server.bucket, Key=newest, Body=b"torn upload")
+    sealed = bytearray(s3_server.get(newest))
+    sealed[len(sealed) // 2] ^= 0x01  # one bit, inside an encrypted chunk
+    s3_server.client().put_object(Bucket=s3_server.bucket, Key=newest, Body=bytes(sealed))
 
     restored = start_pod("31", tmp_path / "second", **s3_env)
     restored.wait_state("ready")
     fallback = restored.events.wait_for("backup_fallback")["data"]
     assert [s["version"] for s in fallback["skipped"]] == [version_of(newest)]
+    assert "failed authentication" in fallback["skipped"][0]["reason"]
     assert fallback["version"] == version_of(versions[0])
     assert restored.events.of_type("qr") == []
 
@@ -193,9 +196,9 @@ def test_remote_logout_keeps_the_backups(
     phone = new_phone()
     pod = start_pod("81", tmp_path / "pod")  # no bucket: the local backup directory
     linked_and_backed_up(pod, double, phone)
-    manifests = sorted((pod.data_dir / "backups").rglob("*.json"))
+    manifests = sorted((pod.data_dir / "backups").rglob("sealed/*"))
     assert manifests
     double.control("POST", f"/phones/{phone}/logout")
     pod.wait_state("qr_required")
-    assert sorted((pod.data_dir / "backups").rglob("*.json")) == manifests
+    assert sorted((pod.data_dir / "backups").rglob("sealed/*")) == manifests
     shutil.rmtree(pod.data_dir / "profile", ignore_errors=True)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
+import io
 import json
 import os
+import subprocess
+import sys
+import tarfile
 from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,18 +28,36 @@ from session_pod.storage import (
     StoreAccessDenied,
     StoreUnavailable,
     build_store,
+    sealed,
     snapshot,
 )
+from session_pod.storage.archive import sha256_of, write_tar_gz
+from session_pod.storage.manifest import Layout, Manifest, new_version
 from session_pod.storage.profile import MARKER
 from session_pod.storage.retry import RetryPolicy
 from session_pod.storage.snapshot import origin_identifier, stable_copy
 from tests.support.s3 import SeaweedS3
+from tests.support.session_pods import TEST_MASTERS
+from whatsapp_common.keys import KeyRing, NamedKey
 
 T = TypeVar("T")
 ORIGIN = "https://web.whatsapp.com/"
 WA = "Default/IndexedDB/https_web.whatsapp.com_0.indexeddb"
 CREDENTIALS = {"access_key_id": "k", "secret_access_key": "s", "region": "us-east-1"}
 FAST_RETRY = RetryPolicy(deadline=30, base_delay=0.1, max_delay=0.5)
+
+
+def keyed(
+    store: Any,
+    prefix: str,
+    location: str,
+    keep: int = 5,
+    masters: KeyRing = TEST_MASTERS,
+    **kw: Any,
+) -> BackupManager:
+    """A manager holding `location`'s backup keys, derived from `masters` as the operator does."""
+    ring = masters.derive("backup", location)
+    return BackupManager(store, prefix, location, keep, keys=lambda: ring, **kw)
 
 
 def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
@@ -107,22 +131,11 @@ def test_round_trip_restores_only_the_login(s3: SeaweedS3, prefix: str, tmp_path
     profile = tmp_path / "profile"
     make_profile(profile, "one")
     expected = login_files(profile)
-    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+    manager = keyed(s3_store(s3), prefix, "13", retry=FAST_RETRY)
 
     record = run(manager.backup(profile, ORIGIN))
 
-    assert s3.keys(f"{prefix}/") == [
-        f"{prefix}/13/manifests/{record.version}.json",
-        f"{prefix}/13/versions/{record.version}.tar.gz",
-    ]
-    manifest = json.loads(
-        s3.client()
-        .get_object(Bucket=s3.bucket, Key=f"{prefix}/13/manifests/{record.version}.json")["Body"]
-        .read()
-    )
-    assert manifest["sha256"] == record.sha256 and manifest["size"] == record.size
-    assert manifest["program_version"] == __version__
-    assert sorted(manifest["files"]) == sorted(expected)
+    assert s3.keys(f"{prefix}/") == [f"{prefix}/13/sealed/{record.version}"]
     assert json.loads((profile / MARKER).read_text())["version"] == record.version
 
     (profile / "Default/Local Storage/leveldb/000003.log").write_bytes(b"changed later")
@@ -130,7 +143,7 @@ def test_round_trip_restores_only_the_login(s3: SeaweedS3, prefix: str, tmp_path
         path.unlink() if path.is_file() or path.is_symlink() else path.rmdir()
     profile.rmdir()
 
-    result = run(BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY).restore(profile))
+    result = run(keyed(s3_store(s3), prefix, "13", retry=FAST_RETRY).restore(profile))
 
     assert result is not None and result.restored and result.version == record.version
     assert result.skipped == [] and result.size == record.size
@@ -147,7 +160,7 @@ def test_restore_keeps_a_local_profile_that_is_current(
 ) -> None:
     profile = tmp_path / "profile"
     make_profile(profile, "one")
-    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+    manager = keyed(s3_store(s3), prefix, "13", retry=FAST_RETRY)
     first = run(manager.backup(profile, ORIGIN))
     (profile / "newer-than-backup").write_text("kept")
 
@@ -171,9 +184,9 @@ def test_restore_keeps_a_local_profile_that_is_current(
 def test_no_backup_is_none_only_when_the_listing_succeeded(
     s3: SeaweedS3, prefix: str, tmp_path: Path
 ) -> None:
-    assert run(BackupManager(s3_store(s3), prefix, "13").restore(tmp_path / "p")) is None
+    assert run(keyed(s3_store(s3), prefix, "13").restore(tmp_path / "p")) is None
     down = S3Store(s3.bucket, endpoint_url="http://127.0.0.1:9", max_attempts=1, **CREDENTIALS)
-    manager = BackupManager(down, prefix, "13", retry=RetryPolicy(deadline=0.5, base_delay=0.1))
+    manager = keyed(down, prefix, "13", retry=RetryPolicy(deadline=0.5, base_delay=0.1))
     with pytest.raises(StoreUnavailable):
         run(manager.restore(tmp_path / "p"))
 
@@ -189,33 +202,40 @@ def corrupt_truncate(s3: SeaweedS3, key: str) -> None:
     s3.client().put_object(Bucket=s3.bucket, Key=key, Body=data[:100])
 
 
-def corrupt_delete(s3: SeaweedS3, key: str) -> None:
-    s3.client().delete_object(Bucket=s3.bucket, Key=key)
+def corrupt_replace(s3: SeaweedS3, key: str) -> None:
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=b"torn upload")
 
 
-def corrupt_manifest(s3: SeaweedS3, key: str) -> None:
-    manifest_key = key.replace("/versions/", "/manifests/").replace(".tar.gz", ".json")
-    s3.client().put_object(Bucket=s3.bucket, Key=manifest_key, Body=b'{"version": ')
+def corrupt_last_chunk_dropped(s3: SeaweedS3, key: str) -> None:
+    """A multi-chunk object cut at a chunk boundary: every remaining chunk is authentic."""
+    data = s3.get(key)
+    header = len(sealed.MAGIC) + 1 + data[len(sealed.MAGIC)] + sealed.SALT_BYTES
+    whole = (len(data) - header) // (sealed.CHUNK + sealed.TAG_BYTES)
+    assert whole >= 1, "the backup must span more than one chunk"
+    cut = header + whole * (sealed.CHUNK + sealed.TAG_BYTES)
+    s3.client().put_object(Bucket=s3.bucket, Key=key, Body=data[:cut])
 
 
 @pytest.mark.parametrize(
     ("damage", "reason"),
     [
-        (corrupt_flip, "sha256"),
-        (corrupt_truncate, "size"),
-        (corrupt_delete, "missing"),
-        (corrupt_manifest, "malformed manifest"),
+        (corrupt_flip, "failed authentication"),
+        (corrupt_truncate, "failed authentication"),
+        (corrupt_last_chunk_dropped, "failed authentication"),
+        (corrupt_replace, "not a sealed backup object"),
     ],
 )
 def test_corrupt_newest_backup_falls_back_to_the_previous(
     s3: SeaweedS3, prefix: str, tmp_path: Path, damage: Any, reason: str
 ) -> None:
-    manager = BackupManager(s3_store(s3), prefix, "13", retry=FAST_RETRY)
+    manager = keyed(s3_store(s3), prefix, "13", retry=FAST_RETRY)
     make_profile(tmp_path / "v1", "one")
     make_profile(tmp_path / "v2", "two")
+    # Incompressible bulk: the newest backup spans several chunks.
+    (tmp_path / f"v2/{WA}.leveldb/000009.ldb").write_bytes(os.urandom(sealed.CHUNK * 2))
     good = run(manager.backup(tmp_path / "v1", ORIGIN))
     bad = run(manager.backup(tmp_path / "v2", ORIGIN))
-    damage(s3, f"{prefix}/13/versions/{bad.version}.tar.gz")
+    damage(s3, f"{prefix}/13/sealed/{bad.version}")
 
     result = run(manager.restore(tmp_path / "restored"))
 
@@ -225,16 +245,14 @@ def test_corrupt_newest_backup_falls_back_to_the_previous(
     assert login_files(tmp_path / "restored") == login_files(tmp_path / "v1")
 
 
-class CrashBeforeManifest:
-    """A store whose process "dies" right after the data object was uploaded."""
+class CrashDuringUpload:
+    """A store whose process "dies" while the backup's object is being uploaded."""
 
     def __init__(self, store: S3Store) -> None:
         self.store = store
 
     async def put(self, key: str, path: Path) -> None:
-        if "/manifests/" in key:
-            raise KeyboardInterrupt("killed")
-        await self.store.put(key, path)
+        raise KeyboardInterrupt("killed")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
@@ -245,23 +263,17 @@ def test_crash_mid_backup_leaves_the_previous_backup(
 ) -> None:
     profile = tmp_path / "profile"
     make_profile(profile, "one")
-    good = run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
+    good = run(keyed(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
     expected = login_files(profile)
     make_profile(profile, "two")
     with pytest.raises(KeyboardInterrupt):
-        run(BackupManager(CrashBeforeManifest(s3_store(s3)), prefix, "13").backup(profile, ORIGIN))
-    assert len(s3.keys(f"{prefix}/13/versions/")) == 2  # the orphan data object
+        run(keyed(CrashDuringUpload(s3_store(s3)), prefix, "13").backup(profile, ORIGIN))
+    assert s3.keys(f"{prefix}/13/") == [f"{prefix}/13/sealed/{good.version}"]
 
-    result = run(BackupManager(s3_store(s3), prefix, "13").restore(tmp_path / "new"))
+    result = run(keyed(s3_store(s3), prefix, "13").restore(tmp_path / "new"))
 
     assert result is not None and result.version == good.version and result.skipped == []
     assert login_files(tmp_path / "new") == expected
-
-    newest = run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
-    assert s3.keys(f"{prefix}/13/versions/") == [  # the next backup removes the orphan
-        f"{prefix}/13/versions/{good.version}.tar.gz",
-        f"{prefix}/13/versions/{newest.version}.tar.gz",
-    ]
 
 
 def test_s3_down_at_restore_is_retried_until_it_is_back(tmp_path: Path) -> None:
@@ -271,7 +283,7 @@ def test_s3_down_at_restore_is_retried_until_it_is_back(tmp_path: Path) -> None:
         profile = tmp_path / "profile"
         make_profile(profile, "one")
         attempts: list[int] = []
-        manager = BackupManager(
+        manager = keyed(
             s3_store(server),
             "p",
             "13",
@@ -303,12 +315,12 @@ def test_wrong_credentials_are_a_clear_error_and_delete_nothing(
 ) -> None:
     profile = tmp_path / "profile"
     make_profile(profile, "one")
-    run(BackupManager(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
+    run(keyed(s3_store(s3), prefix, "13").backup(profile, ORIGIN))
     before_keys = s3.keys(f"{prefix}/")
     before_files = login_files(profile)
     retried: list[int] = []
     for credentials in ({"secret_access_key": "wrong"}, {"access_key_id": "nobody"}):
-        manager = BackupManager(
+        manager = keyed(
             s3_store(s3, **credentials),
             prefix,
             "13",
@@ -328,8 +340,8 @@ def test_wrong_credentials_are_a_clear_error_and_delete_nothing(
 
 
 def test_two_locations_never_touch_each_other(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
-    one = BackupManager(s3_store(s3), prefix, "1", keep=1)
-    thirteen = BackupManager(s3_store(s3), prefix, "13", keep=1)  # "1" is a prefix of "13"
+    one = keyed(s3_store(s3), prefix, "1", keep=1)
+    thirteen = keyed(s3_store(s3), prefix, "13", keep=1)  # "1" is a prefix of "13"
     make_profile(tmp_path / "p1", "location-one")
     make_profile(tmp_path / "p13", "location-thirteen")
     run(thirteen.backup(tmp_path / "p13", ORIGIN))
@@ -342,39 +354,36 @@ def test_two_locations_never_touch_each_other(s3: SeaweedS3, prefix: str, tmp_pa
     assert login_files(tmp_path / "r1") == login_files(tmp_path / "p1")
     assert login_files(tmp_path / "r13") == login_files(tmp_path / "p13")
 
-    assert run(one.delete_all()) == 2
+    assert run(one.delete_all()) == 1
     assert s3.keys(f"{prefix}/1/") == []
-    assert len(s3.keys(f"{prefix}/13/")) == 2
+    assert len(s3.keys(f"{prefix}/13/")) == 1
     assert run(one.restore(tmp_path / "r1-again")) is None
 
 
 def test_keeps_the_newest_n_backups(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
-    manager = BackupManager(s3_store(s3), prefix, "13", keep=2)
+    manager = keyed(s3_store(s3), prefix, "13", keep=2)
     make_profile(tmp_path / "p", "one")
     versions = [run(manager.backup(tmp_path / "p", ORIGIN)).version for _ in range(4)]
 
-    assert s3.keys(f"{prefix}/13/") == [
-        *(f"{prefix}/13/manifests/{v}.json" for v in versions[2:]),
-        *(f"{prefix}/13/versions/{v}.tar.gz" for v in versions[2:]),
-    ]
+    assert s3.keys(f"{prefix}/13/") == [f"{prefix}/13/sealed/{v}" for v in versions[2:]]
 
 
 def test_delete_all_removes_every_object_of_the_location(
     s3: SeaweedS3, prefix: str, tmp_path: Path
 ) -> None:
-    manager = BackupManager(s3_store(s3), prefix, "13")
+    manager = keyed(s3_store(s3), prefix, "13")
     make_profile(tmp_path / "p", "one")
     for _ in range(3):
         run(manager.backup(tmp_path / "p", ORIGIN))
 
-    assert run(manager.delete_all()) == 6
+    assert run(manager.delete_all()) == 3
     assert s3.keys(f"{prefix}/13/") == []
     assert run(manager.restore(tmp_path / "r")) is None
 
 
 def test_local_store_round_trip(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "backups")
-    manager = BackupManager(store, "whatsapp-sessions", "13", keep=2)
+    manager = keyed(store, "whatsapp-sessions", "13", keep=2)
     make_profile(tmp_path / "p", "one")
     for _ in range(3):
         record = run(manager.backup(tmp_path / "p", ORIGIN))
@@ -384,8 +393,9 @@ def test_local_store_round_trip(tmp_path: Path) -> None:
     assert result is not None and result.version == record.version
     assert login_files(tmp_path / "r") == login_files(tmp_path / "p")
     keys = run(store.list("whatsapp-sessions/13/"))
-    assert len(keys) == 4 and run(store.list("whatsapp-sessions/1")) == keys
-    assert run(store.list("whatsapp-sessions/13/m")) == keys[:2]
+    assert len(keys) == 2 and run(store.list("whatsapp-sessions/1")) == keys
+    assert run(store.list("whatsapp-sessions/13/s")) == keys
+    assert run(store.list("whatsapp-sessions/13/v")) == []
     assert not list((tmp_path / "backups").rglob("*.partial"))
     with pytest.raises(ObjectNotFound):
         run(store.get("whatsapp-sessions/13/nothing", tmp_path / "x"))
@@ -516,3 +526,217 @@ def test_settings_defaults_and_errors(tmp_path: Path) -> None:
     ):
         with pytest.raises(ValueError):
             StorageSettings.from_env(env)
+
+
+OLD_MASTERS = KeyRing((NamedKey("2026-06", b"o" * 32),))
+NEW_MASTERS = KeyRing((NamedKey("2026-12", b"n" * 32), *OLD_MASTERS))
+
+
+def sealed_key_name(data: bytes) -> str:
+    return sealed.key_name(io.BytesIO(data))
+
+
+def test_the_bucket_holds_nothing_readable(s3: SeaweedS3, prefix: str, tmp_path: Path) -> None:
+    """What a leaked bucket shows: not a tar, not a gzip, no file name, no profile byte, no
+    location beyond the object's key, no metadata."""
+    location = "beauty-shop-4711"
+    make_profile(tmp_path / "p", "customer-secret-tag")
+    record = run(keyed(s3_store(s3), prefix, location).backup(tmp_path / "p", ORIGIN))
+    (key,) = s3.keys(f"{prefix}/")
+    assert key == f"{prefix}/{location}/sealed/{record.version}"
+    data = s3.get(key)
+
+    assert not data.startswith(b"\x1f\x8b")
+    with pytest.raises(tarfile.TarError), tarfile.open(fileobj=io.BytesIO(data)):
+        pass
+    with pytest.raises(OSError):
+        gzip.decompress(data)
+    for plain in (location, "whatsapp", "Local Storage", "MANIFEST-000001", "customer-secret-tag"):
+        assert plain.encode() not in data, plain
+    assert s3.client().head_object(Bucket=s3.bucket, Key=key)["Metadata"] == {}
+    assert sealed_key_name(data) == "test-1"  # the master key's name: all the header says
+
+
+def test_an_archive_copied_from_another_location_or_version_is_refused(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    make_profile(tmp_path / "p13", "thirteen")
+    make_profile(tmp_path / "p7", "seven")
+    thirteen = keyed(s3_store(s3), prefix, "13")
+    good = run(thirteen.backup(tmp_path / "p13", ORIGIN))
+    other = run(keyed(s3_store(s3), prefix, "7").backup(tmp_path / "p7", ORIGIN))
+    later = [new_version(datetime.now(UTC) + timedelta(seconds=s)) for s in (1, 2)]
+    client = s3.client()
+    copies = {
+        later[0]: f"{prefix}/13/sealed/{good.version}",  # 13's own, under another version
+        later[1]: f"{prefix}/7/sealed/{other.version}",  # location 7's, newest
+    }
+    for version, source in copies.items():
+        client.put_object(
+            Bucket=s3.bucket, Key=f"{prefix}/13/sealed/{version}", Body=s3.get(source)
+        )
+
+    result = run(thirteen.restore(tmp_path / "restored"))
+
+    assert result is not None and result.restored and result.version == good.version
+    assert [s.version for s in result.skipped] == [later[1], later[0]]
+    assert all("failed authentication" in s.reason for s in result.skipped)
+    assert login_files(tmp_path / "restored") == login_files(tmp_path / "p13")
+
+
+def test_a_backup_restores_after_a_master_key_rotation(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    make_profile(tmp_path / "old", "before-rotation")
+    make_profile(tmp_path / "new", "after-rotation")
+    before = run(
+        keyed(s3_store(s3), prefix, "13", masters=OLD_MASTERS).backup(tmp_path / "old", ORIGIN)
+    )
+    rotated = keyed(s3_store(s3), prefix, "13", masters=NEW_MASTERS)  # the new key beside the old
+
+    restored = run(rotated.restore(tmp_path / "r1"))
+    assert restored is not None and restored.version == before.version and not restored.skipped
+    assert login_files(tmp_path / "r1") == login_files(tmp_path / "old")
+
+    after = run(rotated.backup(tmp_path / "new", ORIGIN))
+    names = {k: sealed_key_name(s3.get(k)) for k in s3.keys(f"{prefix}/13/")}
+    assert sorted(names.values()) == ["2026-06", "2026-12"]
+    new_only = KeyRing(NEW_MASTERS.keys[:1])
+    refused = run(keyed(s3_store(s3), prefix, "13", masters=new_only).restore(tmp_path / "r2"))
+    assert refused is not None and refused.version == after.version
+
+    result = run(rotated.reencrypt(tmp_path / "work"))
+
+    assert result.key == "2026-12"
+    assert result.rewritten == [before.version] and result.current == [after.version]
+    assert {sealed_key_name(s3.get(k)) for k in s3.keys(f"{prefix}/13/")} == {"2026-12"}
+    s3.client().delete_object(Bucket=s3.bucket, Key=f"{prefix}/13/sealed/{after.version}")
+    old_only_now = run(keyed(s3_store(s3), prefix, "13", masters=new_only).restore(tmp_path / "r3"))
+    assert old_only_now is not None and old_only_now.version == before.version
+    assert not old_only_now.skipped
+    assert login_files(tmp_path / "r3") == login_files(tmp_path / "old")
+    assert not [p for p in (tmp_path / "work").iterdir() if p.name.startswith(".")]
+
+
+def test_a_key_the_pod_does_not_hold_is_a_fallback_that_names_it(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    make_profile(tmp_path / "p", "one")
+    good = run(
+        keyed(s3_store(s3), prefix, "13", masters=OLD_MASTERS).backup(tmp_path / "p", ORIGIN)
+    )
+    unknown = KeyRing((NamedKey("lost", b"l" * 32),))
+    run(keyed(s3_store(s3), prefix, "13", masters=unknown).backup(tmp_path / "p", ORIGIN))
+
+    result = run(keyed(s3_store(s3), prefix, "13", masters=OLD_MASTERS).restore(tmp_path / "r"))
+
+    assert result is not None and result.version == good.version
+    assert "'lost', not among this pod's keys ['2026-06']" in result.skipped[0].reason
+
+
+def write_unencrypted_backup(s3: SeaweedS3, prefix: str, location: str, profile: Path) -> str:
+    """A backup as this program wrote it before encryption: tar.gz, then its manifest."""
+    created = datetime.now(UTC) - timedelta(days=1)
+    version = new_version(created)
+    copy = profile.parent / "legacy-copy"
+    copy.mkdir()
+    files = stable_copy(profile, ORIGIN, copy)
+    archive = profile.parent / "legacy.tar.gz"
+    write_tar_gz(copy, files, archive)
+    manifest = Manifest(
+        version=version,
+        sha256=sha256_of(archive),
+        size=archive.stat().st_size,
+        created=created.isoformat(),
+        program_version=__version__,
+        location=location,
+        origin=ORIGIN,
+        files={path: size for path, (size, _mtime) in sorted(files.items())},
+    )
+    layout = Layout(prefix, location)
+    client = s3.client()
+    client.put_object(Bucket=s3.bucket, Key=layout.data_key(version), Body=archive.read_bytes())
+    client.put_object(Bucket=s3.bucket, Key=layout.manifest_key(version), Body=manifest.to_json())
+    return version
+
+
+def test_an_unencrypted_backup_restores_and_is_then_re_encrypted(
+    s3: SeaweedS3, prefix: str, tmp_path: Path
+) -> None:
+    make_profile(tmp_path / "p", "from-before")
+    expected = login_files(tmp_path / "p")
+    version = write_unencrypted_backup(s3, prefix, "13", tmp_path / "p")
+    manager = keyed(s3_store(s3), prefix, "13")
+
+    result = run(manager.restore(tmp_path / "r"))
+
+    assert result is not None and result.restored and result.version == version
+    assert login_files(tmp_path / "r") == expected
+    newer = run(manager.backup(tmp_path / "r", ORIGIN))  # the next backup is sealed
+    assert s3.keys(f"{prefix}/13/") == [
+        f"{prefix}/13/manifests/{version}.json",
+        f"{prefix}/13/sealed/{newer.version}",
+        f"{prefix}/13/versions/{version}.tar.gz",
+    ]
+
+    reencrypted = run(manager.reencrypt(tmp_path / "work"))
+
+    assert reencrypted.rewritten == [version] and reencrypted.current == [newer.version]
+    keys = s3.keys(f"{prefix}/13/")
+    assert keys == [f"{prefix}/13/sealed/{version}", f"{prefix}/13/sealed/{newer.version}"]
+    s3.client().delete_object(Bucket=s3.bucket, Key=keys[1])
+    again = run(manager.restore(tmp_path / "r2"))
+    assert again is not None and again.version == version and not again.skipped
+    assert login_files(tmp_path / "r2") == expected
+
+
+@pytest.mark.parametrize("size", [0, 1, sealed.CHUNK - 5, sealed.CHUNK, 2 * sealed.CHUNK + 3])
+def test_sealing_round_trips_at_every_chunk_boundary(tmp_path: Path, size: int) -> None:
+    key = TEST_MASTERS.derive("backup", "13")
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(size))
+    manifest = b'{"m": 1}'
+    sealed.seal(plain, manifest, tmp_path / "sealed", key.current, "13", "v1")
+
+    assert sealed.unseal(tmp_path / "sealed", tmp_path / "out", key, "13", "v1") == manifest
+    assert (tmp_path / "out").read_bytes() == plain.read_bytes()
+    with pytest.raises(sealed.SealError, match="failed authentication"):
+        sealed.unseal(tmp_path / "sealed", tmp_path / "out", key, "13", "v2")
+
+
+def test_chunks_cannot_be_reordered(tmp_path: Path) -> None:
+    key = TEST_MASTERS.derive("backup", "13")
+    (tmp_path / "plain").write_bytes(os.urandom(3 * sealed.CHUNK))
+    sealed.seal(tmp_path / "plain", b"{}", tmp_path / "sealed", key.current, "13", "v1")
+    data = (tmp_path / "sealed").read_bytes()
+    header = len(sealed.MAGIC) + 1 + data[len(sealed.MAGIC)] + sealed.SALT_BYTES
+    step = sealed.CHUNK + sealed.TAG_BYTES
+    first, second = data[header : header + step], data[header + step : header + 2 * step]
+    (tmp_path / "swapped").write_bytes(data[:header] + second + first + data[header + 2 * step :])
+
+    with pytest.raises(sealed.SealError, match="chunk 0 failed authentication"):
+        sealed.unseal(tmp_path / "swapped", tmp_path / "out", key, "13", "v1")
+
+
+def test_the_reencrypt_command_seals_old_versions_with_the_current_key(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "backups")
+    make_profile(tmp_path / "p", "one")
+    old = run(
+        keyed(store, "whatsapp-sessions", "13", masters=OLD_MASTERS).backup(tmp_path / "p", ORIGIN)
+    )
+    env = {
+        **os.environ,
+        "LOCATION_ID": "13",
+        "DATA_DIR": str(tmp_path / "data"),
+        "LOCAL_BACKUP_DIR": str(tmp_path / "backups"),
+        "BACKUP_KEYS": NEW_MASTERS.derive("backup", "13").to_text(),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "session_pod.reencrypt"], env=env, capture_output=True, timeout=60
+    )
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert result["key"] == "2026-12" and result["rewritten"] == [old.version]
+    (key,) = run(store.list("whatsapp-sessions/13/"))
+    assert sealed_key_name((tmp_path / "backups" / key).read_bytes()) == "2026-12"

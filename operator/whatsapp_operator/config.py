@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from whatsapp_common.envvars import ConfigError, env_int, env_number
+from whatsapp_common.keys import KeyRing, parse_ring
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class OperatorConfig:
     events_per_minute: int = 6
     # Prometheus metrics on this port (0: none).
     metrics_port: int = 0
+    # The master backup keys, newest first (BACKUP_MASTER_KEYS, from a Secret only the operator
+    # reads): each session pod gets only its location's keys derived from them.
+    backup_masters: KeyRing | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -40,6 +44,16 @@ class OperatorConfig:
         pod_env = json_object(env, "SESSION_POD_ENV")
         if not all(isinstance(v, str) for v in pod_env.values()):
             raise ConfigError("SESSION_POD_ENV must be a JSON object of strings")
+        masters = env.get("BACKUP_MASTER_KEYS", "").strip()
+        if not masters:
+            raise ConfigError(
+                "BACKUP_MASTER_KEYS is required: name:base64secret[,...], newest first (README,"
+                " Security)"
+            )
+        try:
+            backup_masters = parse_ring(masters, "BACKUP_MASTER_KEYS")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         return cls(
             image=env.get("SESSION_IMAGE") or cls.image,
             secret_name=env.get("SESSION_SECRET") or cls.secret_name,
@@ -60,6 +74,7 @@ class OperatorConfig:
             ),
             events_per_minute=env_int(env, "EVENTS_PER_MINUTE", cls.events_per_minute, 1),
             metrics_port=env_int(env, "METRICS_PORT", cls.metrics_port, 0),
+            backup_masters=backup_masters,
         )
 
 

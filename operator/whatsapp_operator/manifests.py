@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from whatsapp_common.crd import APP, APP_LABEL, LOCATION_LABEL
+from whatsapp_common.keys import KeyRing
 from whatsapp_common.naming import location_label, session_name
 
 from .config import OperatorConfig
 
 DATA_MOUNT = "/data"
 TMP_MOUNT = "/tmp"  # HOME of the session pod image: Chromium's and Playwright's scratch space
+BACKUP_KEY_NAMES = "whatsapp-sessions.io/backup-keys"  # names only: a rotation rolls the pod
+
+
+def keys_secret_name(location_id: str) -> str:
+    return f"{session_name(location_id)}-keys"
 
 
 def labels(location_id: str) -> dict[str, str]:
@@ -62,7 +69,10 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                 "whenScaled": "Retain",
             },
             "template": {
-                "metadata": {"labels": labels(location)},
+                "metadata": {
+                    "labels": labels(location),
+                    "annotations": {BACKUP_KEY_NAMES: ",".join(_masters(config).names)},
+                },
                 "spec": {
                     "automountServiceAccountToken": False,
                     # The pause container becomes PID 1 and reaps Chromium's orphans.
@@ -85,7 +95,9 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                             "ports": [{"name": "http", "containerPort": config.session_port}],
                             "env": session_env(spec, config),
                             "envFrom": [
-                                {"secretRef": {"name": config.secret_name, "optional": True}}
+                                {"secretRef": {"name": config.secret_name, "optional": True}},
+                                # BACKUP_KEYS: this location's keys, never the master keys.
+                                {"secretRef": {"name": keys_secret_name(location)}},
                             ],
                             "resources": spec.get("resources", {}),
                             "readinessProbe": {
@@ -115,6 +127,29 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
             },
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim_spec}],
         },
+    }
+
+
+def _masters(config: OperatorConfig) -> KeyRing:
+    if config.backup_masters is None:
+        raise ValueError("the operator has no backup master keys (BACKUP_MASTER_KEYS)")
+    return config.backup_masters
+
+
+def keys_secret(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
+    """The location's own Secret: its backup keys, derived from each master key."""
+    location = spec["locationId"]
+    ring = _masters(config).derive("backup", location)
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": keys_secret_name(location),
+            "namespace": namespace,
+            "labels": labels(location),
+        },
+        "type": "Opaque",
+        "data": {"BACKUP_KEYS": base64.b64encode(ring.to_text().encode()).decode()},
     }
 
 

@@ -34,6 +34,12 @@ def _calls(api: Api, kind: str) -> tuple[Any, Any, Any]:
             apps.patch_namespaced_stateful_set,
         )
     core = api.kube.core
+    if kind == "Secret":
+        return (
+            core.create_namespaced_secret,
+            core.read_namespaced_secret,
+            core.patch_namespaced_secret,
+        )
     return (
         core.create_namespaced_service,
         core.read_namespaced_service,

@@ -12,7 +12,7 @@ from whatsapp_common.states import Phase
 
 from .config import OperatorConfig, with_defaults
 from .kube import Api
-from .manifests import service, statefulset
+from .manifests import keys_secret, service, statefulset
 from .metrics import CONFLICTS
 from .notices import Notices
 from .ownership import claim
@@ -36,14 +36,19 @@ async def reconcile(
     seen: dict[str, Seen | None],
     force: bool = False,
 ) -> Outcome:
-    """Claims the StatefulSet first (the location's claim), then the Service. `seen` maps
+    """Claims the StatefulSet first (the location's claim), then the Service and the
+    location's keys Secret (its pod waits for that Secret before starting). `seen` maps
     each kind to the watch's picture of its object. A spec change changes the pod template,
     so the pod rolls."""
     effective = with_defaults(config.session_defaults, resource.spec)
     namespace = resource.namespace
     known: list[Seen] = []
     wrote = False
-    manifests = (statefulset(effective, namespace, config), service(effective, namespace, config))
+    manifests = (
+        statefulset(effective, namespace, config),
+        service(effective, namespace, config),
+        keys_secret(effective, namespace, config),
+    )
     for manifest in manifests:
         kind, name = manifest["kind"], manifest["metadata"]["name"]
         owner, now, written = await claim(api, resource, manifest, seen.get(kind), force)

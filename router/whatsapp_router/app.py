@@ -26,7 +26,10 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     upstream = Upstream(settings.upstream_timeout, settings.connect_timeout, metrics)
 
     app = web.Application(
-        middlewares=[errors_in_api_shape, bearer_auth(settings.token)],
+        middlewares=[
+            errors_in_api_shape,
+            bearer_auth(settings.tokens, metrics.requests_by_token, metrics.auth_refused),
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[SETTINGS] = settings

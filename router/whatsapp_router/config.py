@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from whatsapp_common.envvars import ConfigError, env_first, env_int, env_number
+
+from .auth import MIN_TOKEN_CHARS, Token, TokenSet, parse_tokens
 
 __all__ = ["ConfigError", "RouterSettings"]
 
@@ -15,7 +18,7 @@ IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 @dataclass(frozen=True)
 class RouterSettings:
-    token: str
+    tokens: TokenSet = field(repr=False)
     namespace: str
     host: str = "0.0.0.0"
     port: int = 8093
@@ -28,14 +31,12 @@ class RouterSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
         env = os.environ if env is None else env
-        token = env_first(env, "ROUTER_TOKEN")
-        if token is None or len(token) < 16:
-            raise ConfigError("ROUTER_TOKEN is required (at least 16 characters)")
+        tokens = _tokens(env)
         namespace = env_first(env, "NAMESPACE") or _in_cluster_namespace()
         if namespace is None:
             raise ConfigError("NAMESPACE is required outside a cluster")
         return cls(
-            token=token,
+            tokens=tokens,
             namespace=namespace,
             host=env_first(env, "HOST") or cls.host,
             port=env_int(env, "PORT", cls.port, 1),
@@ -48,6 +49,28 @@ class RouterSettings:
             session_port=env_int(env, "SESSION_PORT", cls.session_port, 1),
             log_level=(env_first(env, "LOG_LEVEL") or cls.log_level).upper(),
         )
+
+
+def _tokens(env: Mapping[str, str]) -> TokenSet:
+    """ROUTER_TOKEN (named `default`), ROUTER_TOKENS (name:token,...) and ROUTER_TOKENS_FILE
+    (the same form, read again when it changes): at least one."""
+    fixed: list[Token] = []
+    if (token := env_first(env, "ROUTER_TOKEN")) is not None:
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"ROUTER_TOKEN must have at least {MIN_TOKEN_CHARS} characters")
+        fixed.append(Token("default", token))
+    file = env_first(env, "ROUTER_TOKENS_FILE")
+    try:
+        if (listed := env_first(env, "ROUTER_TOKENS")) is not None:
+            fixed += parse_tokens(listed)
+        if not fixed and file is None:
+            raise ValueError(
+                "ROUTER_TOKEN, ROUTER_TOKENS or ROUTER_TOKENS_FILE is required (tokens of at"
+                f" least {MIN_TOKEN_CHARS} characters)"
+            )
+        return TokenSet(tuple(fixed), Path(file) if file else None)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _in_cluster_namespace() -> str | None:

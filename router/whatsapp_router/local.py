@@ -16,6 +16,7 @@ import secrets
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from whatsapp_common import logs
 from whatsapp_common.answers import ApiError
 from whatsapp_common.backoff import backoff_delay
 from whatsapp_common.files import atomic_write
+from whatsapp_common.keys import KeyRing, new_secret, parse_ring
 from whatsapp_common.naming import session_name, valid_location_id
 from whatsapp_common.states import Phase, SessionState, phase_of
 from whatsapp_common.tasks import cancel_and_wait
@@ -40,7 +42,7 @@ log = logs.get_logger("whatsapp_router.local")
 POLL_SECONDS = 1.0  # how often each pod's /status is read (readiness, phase, QR)
 STOP_GRACE_SECONDS = 30.0  # the pod's final backup runs on SIGTERM
 STABLE_SECONDS = 60.0  # a pod that ran this long restarts without backoff
-ROUTER_ONLY_ENV = ("ROUTER_TOKEN", "LOCAL_DATA_DIR")
+ROUTER_ONLY_ENV = ("ROUTER_TOKEN", "LOCAL_DATA_DIR", "BACKUP_MASTER_KEYS")
 
 
 @dataclass
@@ -58,8 +60,10 @@ class LocalBackend:
     """Session pods as child processes, each in its own process group (a Ctrl-C in the
     terminal reaches local mode only, which then stops them in order)."""
 
-    def __init__(self, data_root: Path) -> None:
+    def __init__(self, data_root: Path, backup_masters: KeyRing) -> None:
+        """`backup_masters`: each pod gets only its location's keys derived from them."""
         self._root = data_root
+        self._masters = backup_masters
         self._pods: dict[str, LocalPod] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._directory = Directory()
@@ -138,6 +142,7 @@ class LocalBackend:
             "HOST": "127.0.0.1",
             "PORT": str(pod.port),
             "DATA_DIR": str(pod.data_dir),
+            "BACKUP_KEYS": self._masters.derive("backup", pod.location).to_text(),
         }
         # Its own log file: in the terminal, its lines would tear the QR code apart.
         output = pod.data_dir / "pod.log"
@@ -240,15 +245,30 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _kept_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret in `path`, made once (mode 0600) and kept across restarts."""
+    if not path.exists():
+        atomic_write(path, make().encode(), mode=0o600)
+    return path.read_text().strip()
+
+
 def _token(data_root: Path) -> str:
     """ROUTER_TOKEN, else a random token kept in the data root (0600) across restarts."""
-    token = os.environ.get("ROUTER_TOKEN")
-    if token:
-        return token
-    path = data_root / "token"
-    if not path.exists():
-        atomic_write(path, secrets.token_urlsafe(24).encode(), mode=0o600)
-    return path.read_text().strip()
+    return os.environ.get("ROUTER_TOKEN") or _kept_secret(
+        data_root / "token", lambda: secrets.token_urlsafe(24)
+    )
+
+
+def backup_masters(data_root: Path) -> KeyRing:
+    """BACKUP_MASTER_KEYS, else one master key kept beside the token (`backup-keys`, 0600).
+    Raises ConfigError."""
+    text = os.environ.get("BACKUP_MASTER_KEYS") or _kept_secret(
+        data_root / "backup-keys", lambda: f"local:{new_secret()}"
+    )
+    try:
+        return parse_ring(text, "BACKUP_MASTER_KEYS")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def main() -> None:
@@ -256,15 +276,16 @@ def main() -> None:
     env = {"HOST": "127.0.0.1", **os.environ, "NAMESPACE": "local"}
     try:
         settings = RouterSettings.from_env({**env, "ROUTER_TOKEN": _token(data_root)})
+        masters = backup_masters(data_root)
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
     logs.configure({"service": "whatsapp-router-local"}, settings.log_level)
     print(f"whatsapp-sessions local mode on http://{settings.host}:{settings.port}")
     print(f"data: {data_root}")
     if not os.environ.get("ROUTER_TOKEN"):
-        print(f"token: {settings.token}  (set ROUTER_TOKEN to choose it)")
+        print(f"token: {_token(data_root)}  (set ROUTER_TOKEN to choose it)")
     sys.stdout.flush()
-    asyncio.run(serve(settings, LocalBackend(data_root)))
+    asyncio.run(serve(settings, LocalBackend(data_root, masters)))
 
 
 if __name__ == "__main__":

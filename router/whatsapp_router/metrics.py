@@ -32,6 +32,18 @@ class RouterMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.requests_by_token = Counter(
+            "wa_router_authenticated_requests",
+            "Requests accepted, by the name of the token they carried",
+            ["token"],
+            registry=self.registry,
+        )
+        self.auth_refused = Counter(
+            "wa_router_auth_refused",
+            "Requests refused with 401, by reason (missing, wrong)",
+            ["reason"],
+            registry=self.registry,
+        )
         self.retries = Counter(
             "wa_router_upstream_retries", "Calls retried once", registry=self.registry
         )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 
-from .signing import sign
+from .signing import sign_all
 from .webhooks import WebhookSettings
 
 RETRIED_4XX = frozenset({408, 429})
@@ -56,7 +56,8 @@ async def post(
         "X-Webhook-Attempt": str(attempt),
     }
     if settings.secret:
-        headers["X-Webhook-Signature"] = sign(settings.secret, timestamp, body)
+        secrets = [settings.secret, *filter(None, [settings.previous_secret])]
+        headers["X-Webhook-Signature"] = sign_all(secrets, timestamp, body)
     try:
         async with http.post(
             settings.url_for(event_type),

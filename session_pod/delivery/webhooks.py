@@ -18,6 +18,8 @@ from whatsapp_common.event_types import EventType
 class WebhookSettings:
     base_url: str | None
     secret: str | None = None
+    # During a rotation of WEBHOOK_SECRET: the old one, also signed with until Rails has moved.
+    previous_secret: str | None = None
     events: frozenset[str] | None = None  # None: every event type
     retry_base: float = 1.0
     retry_max: float = 300.0
@@ -49,6 +51,7 @@ class WebhookSettings:
                 env.get("RAILS_APP_ENDPOINT_SCOPE", ""),
             ),
             secret=env.get("WEBHOOK_SECRET") or None,
+            previous_secret=env.get("WEBHOOK_SECRET_PREVIOUS") or None,
             events=frozenset(events) or None,
             retry_base=env_number(env, "WEBHOOK_RETRY_BASE_SECONDS", cls.retry_base, minimum=0.001),
             retry_max=env_number(env, "WEBHOOK_RETRY_MAX_SECONDS", cls.retry_max, minimum=0.001),

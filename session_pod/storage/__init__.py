@@ -1,7 +1,19 @@
 """Versioned, checksummed, crash-safe backups of a Chromium profile's WhatsApp login."""
 
-from session_pod.storage.backups import BackupManager, BackupRecord, RestoreResult, SkippedBackup
-from session_pod.storage.errors import NothingToBackUp, SnapshotError, SnapshotUnstable
+from session_pod.storage.backups import (
+    BackupManager,
+    BackupRecord,
+    KeySource,
+    ReencryptResult,
+    RestoreResult,
+    SkippedBackup,
+)
+from session_pod.storage.errors import (
+    KeysUnavailable,
+    NothingToBackUp,
+    SnapshotError,
+    SnapshotUnstable,
+)
 from session_pod.storage.retry import OnRetry, RetryPolicy
 from session_pod.storage.settings import StorageSettings
 from whatsapp_common.objectstore import (
@@ -19,10 +31,13 @@ __all__ = [
     "BackupManager",
     "BackupRecord",
     "BackupStore",
+    "KeySource",
+    "KeysUnavailable",
     "LocalStore",
     "NothingToBackUp",
     "ObjectNotFound",
     "OnRetry",
+    "ReencryptResult",
     "RestoreResult",
     "RetryPolicy",
     "S3Store",

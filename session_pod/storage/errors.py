@@ -1,6 +1,9 @@
-"""Errors of taking a snapshot of the profile (the store's errors: whatsapp_common.objectstore)."""
+"""Errors of the session pod's backups: the snapshot of the profile, the keys (the store's
+own errors are whatsapp_common.objectstore's)."""
 
 from __future__ import annotations
+
+from whatsapp_common.objectstore import StoreAccessDenied
 
 
 class SnapshotError(Exception):
@@ -13,3 +16,7 @@ class SnapshotUnstable(SnapshotError):
 
 class NothingToBackUp(SnapshotError):
     """The profile holds no login data (no Local Storage, no IndexedDB of the origin)."""
+
+
+class KeysUnavailable(StoreAccessDenied):
+    """The location's backup keys are missing or unreadable: nothing can be sealed or opened."""

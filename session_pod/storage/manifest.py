@@ -57,10 +57,20 @@ class Manifest:
 
 
 class Layout:
-    """Keys of one location: everything lives under `<prefix>/<location>/`."""
+    """Keys of one location: everything lives under `<prefix>/<location>/`.
+
+    `sealed/<version>` is a backup (manifest and archive, encrypted: see sealed.py).
+    `versions/<version>.tar.gz` + `manifests/<version>.json` is one written before encryption,
+    still restored (migration) until it is re-encrypted or pruned."""
 
     def __init__(self, prefix: str, location: str) -> None:
         self.root = location_root(prefix, location)
+
+    def sealed_key(self, version: str) -> str:
+        return f"{self.root}sealed/{version}"
+
+    def sealed_versions(self, keys: list[str]) -> list[str]:
+        return _versions(keys, f"{self.root}sealed/", "")
 
     def data_key(self, version: str) -> str:
         return f"{self.root}versions/{version}.tar.gz"
@@ -78,6 +88,8 @@ class Layout:
 def _versions(keys: list[str], head: str, tail: str) -> list[str]:
     """Versions named by `keys` of the form head + version + tail, oldest first."""
     found = (
-        key[len(head) : -len(tail)] for key in keys if key.startswith(head) and key.endswith(tail)
+        key[len(head) : len(key) - len(tail)]
+        for key in keys
+        if key.startswith(head) and key.endswith(tail)
     )
     return sorted(version for version in found if is_version(version))

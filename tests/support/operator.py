@@ -12,6 +12,7 @@ import requests
 
 from .control_plane import ControlPlane
 from .processes import REPO, Program, free_port, wait_until
+from .session_pods import TEST_MASTERS
 
 CRD = REPO / "crds/whatsappsessions.yaml"
 PEERING_CRD = REPO / "crds/kopf-peering.yaml"
@@ -82,11 +83,16 @@ class OperatorProcess:
                 "KUBECONFIG": str(kubeconfig),
                 "SESSION_POD_ENV": json.dumps(pod_env),
                 "PEERING_LIFETIME_SECONDS": "5",
+                "BACKUP_MASTER_KEYS": TEST_MASTERS.to_text(),
                 **env,
             },
             log_path,
         )
-        wait_until(self._live, 60, f"the operator to be live\n{self.program.log_tail()}")
+        try:
+            wait_until(self._live, 60, "the operator to be live")
+        except AssertionError as exc:
+            self.program.kill()  # no fixture teardown runs for a start that failed
+            raise AssertionError(f"{exc}\n{self.program.log_tail()}") from None
 
     def _live(self) -> bool:
         if not self.program.alive():

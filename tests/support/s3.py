@@ -199,6 +199,10 @@ class SeaweedS3:
         )
         return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
 
+    def get(self, key: str) -> bytes:
+        """The object's bytes, as anyone with read access to the bucket sees them."""
+        return bytes(self.client().get_object(Bucket=self.bucket, Key=key)["Body"].read())
+
     def env(self) -> dict[str, str]:
         """Environment for a program that should use this server (the new variable names)."""
         return {

@@ -12,9 +12,18 @@ from typing import Any
 
 import requests
 
+from whatsapp_common.keys import KeyRing, NamedKey
+
 from .processes import Program, free_port, wait_until
 
 _phones = itertools.count(1)
+# The tests' master backup key; each pod gets only its location's key, as from the operator.
+TEST_MASTERS = KeyRing((NamedKey("test-1", b"m" * 32),))
+
+
+def backup_keys(location: str, masters: KeyRing = TEST_MASTERS) -> dict[str, str]:
+    """The environment that hands a session pod its location's backup keys."""
+    return {"BACKUP_KEYS": masters.derive("backup", location).to_text()}
 
 
 def new_phone() -> str:
@@ -136,6 +145,7 @@ class SessionPod:
                 "RELAUNCH_BACKOFF_MAX_SECONDS": "2",
                 "CALL_TIMEOUT_SECONDS": "10",
                 "SEND_WAIT_SECONDS": "5",
+                **backup_keys(location),
                 **(env or {}),
             },
             data_dir / "pod.log",
