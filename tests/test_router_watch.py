@@ -21,6 +21,7 @@ from whatsapp_common.kube_clients import Kube
 from whatsapp_common.serving import app_runner
 from whatsapp_router import watch
 from whatsapp_router.app import create_app
+from whatsapp_router.auth import Token, TokenSet
 from whatsapp_router.cluster import KubeBackend
 from whatsapp_router.config import RouterSettings
 
@@ -77,7 +78,8 @@ def test_a_watch_that_breaks_down_makes_the_router_unready_until_listed_again(
         return found
 
     monkeypatch.setattr("whatsapp_router.cluster.sources", planted_sources)
-    settings = RouterSettings(token=TOKEN, namespace=namespace, host="127.0.0.1", port=0)
+    tokens = TokenSet((Token("default", TOKEN),))
+    settings = RouterSettings(tokens=tokens, namespace=namespace, host="127.0.0.1", port=0)
 
     async def scenario() -> None:
         runner = app_runner(create_app(settings, KubeBackend(Kube(), settings)), 1)
