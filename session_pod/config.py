@@ -30,6 +30,7 @@ class Settings:
     inject_wajs: bool = True
     wajs_bundle: Path = DEFAULT_WAJS_BUNDLE
     chromium_path: str = "/usr/bin/chromium"
+    chromium_extra_args: tuple[str, ...] = ()
     device_name: str = "WhatsApp Sessions"
     archive_after_send: bool = True
     call_timeout: float = 30.0
@@ -95,6 +96,7 @@ class Settings:
             inject_wajs=env_bool(env, "WAJS_INJECT", cls.inject_wajs),
             wajs_bundle=Path(env.get("WAJS_BUNDLE", str(cls.wajs_bundle))),
             chromium_path=env.get("CHROMIUM_PATH", cls.chromium_path),
+            chromium_extra_args=tuple(env.get("CHROMIUM_EXTRA_ARGS", "").split()),
             device_name=env.get("DEVICE_NAME", cls.device_name),
             archive_after_send=env_bool(env, "ARCHIVE_AFTER_SEND", cls.archive_after_send),
             call_timeout=call_timeout,

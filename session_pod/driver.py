@@ -38,6 +38,9 @@ CHROMIUM_ARGS = [
     # localStorage (where WhatsApp keeps part of its login) is otherwise committed to disk
     # seconds later, so a backup taken right after linking could miss it.
     "--enable-aggressive-domstorage-flushing",
+    # Chromium keeps a spare renderer ready for the next navigation; the pod never makes
+    # one after WhatsApp Web has loaded (benchmarks/session_pod_levers.py: one renderer less).
+    "--disable-features=SpareRendererForSitePerProcess",
 ]
 
 
@@ -134,7 +137,7 @@ class WhatsAppWebDriver:
             settings.profile_dir,
             executable_path=settings.chromium_path,
             headless=True,
-            args=CHROMIUM_ARGS,
+            args=[*CHROMIUM_ARGS, *settings.chromium_extra_args],
             user_agent=user_agent,
             # As wa-js's tools and WPPConnect do: WhatsApp Web's service worker serves a cached
             # app and holds caches we never back up.

@@ -131,3 +131,17 @@ def test_sigterm_closes_the_browser_and_exits_within_seconds(
         "the browser to exit",
     )
     assert '"msg": "stopped"' in pod.program.log_path.read_text()
+
+
+def test_chromium_extra_args_reach_the_browser_and_no_spare_renderer_waits(
+    start_pod: StartPod, double: Double
+) -> None:
+    pod = start_pod(CHROMIUM_EXTRA_ARGS="--renderer-process-limit=4 --disable-breakpad")
+    pod.link(double, new_phone())
+    browser = next(p for p in chromium_processes(pod) if "--type=" not in " ".join(p.cmdline()))
+    cmdline = browser.cmdline()
+    assert "--renderer-process-limit=4" in cmdline
+    assert "--disable-breakpad" in cmdline
+    assert "--disable-features=SpareRendererForSitePerProcess" in " ".join(cmdline)
+    renderers = [p for p in chromium_processes(pod) if "--type=renderer" in " ".join(p.cmdline())]
+    assert len(renderers) <= 2, [p.cmdline()[-3:] for p in renderers]
