@@ -311,19 +311,21 @@ def test_kill_9_mid_delivery_then_a_new_process_delivers_everything(tmp_path: Pa
 # --- signatures and secrets -----------------------------------------------------------------
 
 
-def test_requests_are_signed_and_verify(tmp_path: Path) -> None:
-    async def scenario() -> Seen:
-        receiver = Receiver()
-        await receiver.up()
-        outbox = Outbox(tmp_path / "pod.db", "13", settings(receiver))
-        outbox.start()
-        outbox.enqueue("ready", {"phone": "5491100000000"})
-        await until(lambda: len(receiver.seen) == 1)
-        await outbox.stop()
-        await receiver.down()
-        return receiver.seen[0]
+async def one_delivery(tmp_path: Path, settings_for: Callable[[Receiver], WebhookSettings]) -> Seen:
+    """One `ready` event through a real outbox to a receiver: the request as it arrived."""
+    receiver = Receiver()
+    await receiver.up()
+    outbox = Outbox(tmp_path / "pod.db", "13", settings_for(receiver))
+    outbox.start()
+    outbox.enqueue("ready", {"phone": "5491100000000"})
+    await until(lambda: len(receiver.seen) == 1)
+    await outbox.stop()
+    await receiver.down()
+    return receiver.seen[0]
 
-    seen = run(scenario())
+
+def test_requests_are_signed_and_verify(tmp_path: Path) -> None:
+    seen = run(one_delivery(tmp_path, lambda receiver: settings(receiver)))
     ts, sig = seen.headers["X-Webhook-Timestamp"], seen.headers["X-Webhook-Signature"]
     assert sig.startswith("sha256=")
     assert verify(SECRET, ts, seen.body, sig)
@@ -338,19 +340,12 @@ def test_during_a_secret_rotation_both_signatures_are_sent(tmp_path: Path) -> No
     still has the old one and one that already has the new one both accept every request."""
     new = "new-webhook-secret"
 
-    async def scenario() -> Seen:
-        receiver = Receiver()
-        await receiver.up()
-        rotating = settings(receiver, previous_secret=SECRET)
-        outbox = Outbox(tmp_path / "pod.db", "13", replace(rotating, secret=new))
-        outbox.start()
-        outbox.enqueue("ready", {"phone": "5491100000000"})
-        await until(lambda: len(receiver.seen) == 1)
-        await outbox.stop()
-        await receiver.down()
-        return receiver.seen[0]
-
-    seen = run(scenario())
+    seen = run(
+        one_delivery(
+            tmp_path,
+            lambda receiver: replace(settings(receiver, previous_secret=SECRET), secret=new),
+        )
+    )
     ts, sig = seen.headers["X-Webhook-Timestamp"], seen.headers["X-Webhook-Signature"]
     assert sig == f"{sign(new, int(ts), seen.body)},{sign(SECRET, int(ts), seen.body)}"
     assert verify(new, ts, seen.body, sig) and verify(SECRET, ts, seen.body, sig)
