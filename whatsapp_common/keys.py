@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,9 +20,10 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from .named_entries import named_entries
+
 KEY_BYTES = 32
 PURPOSES = frozenset({"backup", "pod-token"})
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _INFO_HEAD = b"whatsapp-sessions/v1"
 
 
@@ -93,17 +93,8 @@ class KeyRing:
 
 def parse_ring(text: str, what: str = "key ring") -> KeyRing:
     """Reads the text form; errors name the entry by position or name, never its secret."""
-    entries = [entry.strip() for entry in re.split(r"[,\n]", text) if entry.strip()]
-    if not entries:
-        raise ValueError(f"{what} is empty: expected name:base64secret[,name:base64secret...]")
     keys = []
-    for position, entry in enumerate(entries, 1):
-        name, colon, encoded = entry.partition(":")
-        if not colon or not _NAME.fullmatch(name):
-            raise ValueError(
-                f"{what}: entry {position} is not name:base64secret (a name of letters, digits,"
-                " '.', '_' or '-')"
-            )
+    for name, encoded in named_entries(text, what, "name:base64secret"):
         try:
             secret = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):

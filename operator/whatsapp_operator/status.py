@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from whatsapp_common.event_types import EventType
-
 from whatsapp_common.states import AUTHENTICATED, PHASE_OF_STATE, Phase, SessionState
 
 WARNINGS = (EventType.BACKUP_FALLBACK, EventType.BACKUP_FAILED, EventType.STORAGE_UNAVAILABLE)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +19,11 @@ from prometheus_client import Counter
 from whatsapp_common.answers import ApiError
 from whatsapp_common.logs import get_logger
 from whatsapp_common.middleware import Handler, Middleware
+from whatsapp_common.named_entries import named_entries
 
 log = get_logger(__name__)
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 MIN_TOKEN_CHARS = 16
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -36,17 +35,11 @@ class Token:
 def parse_tokens(text: str, what: str = "ROUTER_TOKENS") -> tuple[Token, ...]:
     """`name:token` entries separated by commas or newlines. Raises ValueError (which names
     an entry by position or name, never by its token)."""
-    entries = [entry.strip() for entry in re.split(r"[,\n]", text) if entry.strip()]
     tokens = []
-    for position, entry in enumerate(entries, 1):
-        name, colon, value = entry.partition(":")
-        if not colon or not _NAME.fullmatch(name):
-            raise ValueError(f"{what}: entry {position} is not name:token")
+    for name, value in named_entries(text, what, "name:token"):
         if len(value) < MIN_TOKEN_CHARS:
             raise ValueError(f"{what}: token {name!r} is shorter than {MIN_TOKEN_CHARS}")
         tokens.append(Token(name, value))
-    if not tokens:
-        raise ValueError(f"{what} holds no token")
     if len({t.name for t in tokens}) != len(tokens):
         raise ValueError(f"{what}: token names must be unique")
     return tuple(tokens)

@@ -193,15 +193,14 @@ class BackupManager:
         crash mid-upload) once a newer backup exists."""
         try:
             keys = await self.store.list(self.layout.root)
-            sealed = set(self.layout.sealed_versions(keys))
-            legacy = set(self.layout.manifest_versions(keys))
-            versions = sorted(sealed | legacy)
+            listing = self.layout.listing(keys)
+            versions = listing.versions
             dropped = versions[: -self.keep]
             kept = set(versions[-self.keep :])
             newest = versions[-1] if versions else ""
             data = [v for v in self.layout.data_versions(keys) if v not in kept and v < newest]
-            gone = [self.layout.sealed_key(v) for v in dropped if v in sealed]
-            gone += [self.layout.manifest_key(v) for v in dropped if v in legacy]
+            gone = [self.layout.sealed_key(v) for v in dropped if v in listing.sealed]
+            gone += [self.layout.manifest_key(v) for v in dropped if v in listing.legacy]
             if gone:
                 await self.store.delete(gone)
             if data:
@@ -224,8 +223,8 @@ class BackupManager:
             until = self._retry.until()
             await asyncio.to_thread(remove_leftovers, profile_dir)
             keys = await self._retrying(partial(self.store.list, self.layout.root), "list", until)
-            sealed = set(self.layout.sealed_versions(keys))
-            versions = sorted(sealed | set(self.layout.manifest_versions(keys)))
+            listing = self.layout.listing(keys)
+            versions = listing.versions
             if not versions:
                 log.info("no backup to restore", location=self.location)
                 return None
@@ -238,7 +237,7 @@ class BackupManager:
                     return RestoreResult(local, False, skipped, 0, time.monotonic() - start)
                 try:
                     size = await self._restore_version(
-                        profile_dir, version, version in sealed, until
+                        profile_dir, version, version in listing.sealed, until
                     )
                 except _Unusable as exc:
                     skipped.append(SkippedBackup(version, str(exc)))
@@ -313,13 +312,13 @@ class BackupManager:
         async with self._lock:
             ring = self._ring()
             result = ReencryptResult(ring.current.name)
-            keys = await self.store.list(self.layout.root)
-            sealed = set(self.layout.sealed_versions(keys))
-            legacy = set(self.layout.manifest_versions(keys))
-            for version in sorted(sealed | legacy):
+            listing = self.layout.listing(await self.store.list(self.layout.root))
+            for version in listing.versions:
                 work = await asyncio.to_thread(scratch_dir, work_dir / "profile", "backup")
                 try:
-                    done = await self._reencrypt_version(version, version in sealed, ring, work)
+                    done = await self._reencrypt_version(
+                        version, version in listing.sealed, ring, work
+                    )
                 except _Unusable as exc:
                     result.skipped.append(SkippedBackup(version, str(exc)))
                     log.warning("backup not re-encrypted", version=version, reason=str(exc))
@@ -327,7 +326,7 @@ class BackupManager:
                 finally:
                     await asyncio.to_thread(shutil.rmtree, work, True)
                 (result.rewritten if done else result.current).append(version)
-                if version in legacy:
+                if version in listing.legacy:
                     await self.store.delete(
                         [self.layout.manifest_key(version), self.layout.data_key(version)]
                     )

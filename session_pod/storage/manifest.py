@@ -56,6 +56,20 @@ class Manifest:
         return manifest
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The backups one listing of a location holds: sealed ones, and ones written before
+    encryption (legacy)."""
+
+    sealed: frozenset[str]
+    legacy: frozenset[str]
+
+    @property
+    def versions(self) -> list[str]:
+        """Every backup's version, oldest first."""
+        return sorted(self.sealed | self.legacy)
+
+
 class Layout:
     """Keys of one location: everything lives under `<prefix>/<location>/`.
 
@@ -83,6 +97,11 @@ class Layout:
 
     def data_versions(self, keys: list[str]) -> list[str]:
         return _versions(keys, f"{self.root}versions/", ".tar.gz")
+
+    def listing(self, keys: list[str]) -> Listing:
+        return Listing(
+            frozenset(self.sealed_versions(keys)), frozenset(self.manifest_versions(keys))
+        )
 
 
 def _versions(keys: list[str], head: str, tail: str) -> list[str]:
