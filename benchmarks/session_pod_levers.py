@@ -20,11 +20,8 @@ from tests.support.session_pods import SessionPod, new_phone, start_double
 
 HEADLESS_SHELL = "/usr/bin/chromium-headless-shell"
 LEVERS: dict[str, dict[str, str]] = {
-    "today": {},
+    "today": {},  # the pod's defaults, the spare renderer already off (driver.py)
     "chromium-headless-shell": {"CHROMIUM_PATH": HEADLESS_SHELL},
-    "no spare renderer": {
-        "CHROMIUM_EXTRA_ARGS": "--disable-features=SpareRendererForSitePerProcess"
-    },
     "renderer limit 1": {"CHROMIUM_EXTRA_ARGS": "--renderer-process-limit=1"},
     "no zygote": {"CHROMIUM_EXTRA_ARGS": "--no-zygote"},
     "GPU in process": {"CHROMIUM_EXTRA_ARGS": "--in-process-gpu"},
