@@ -203,6 +203,24 @@ def test_without_an_existing_secret_the_router_token_is_generated(helm: Path) ->
     assert json.loads(env["SESSION_POD_ENV"]["value"]) == {"S3_PREFIX": "whatsapp-sessions"}
 
 
+def test_a_router_tokens_secret_is_mounted_as_the_file_the_router_reads(helm: Path) -> None:
+    """Several tokens (rotation): the Secret is a mounted file, which the kubelet updates in
+    place and the router reads again; no single token is generated or set beside it."""
+    rendered = objects(render(helm, values=["router.tokens.existingSecret=wa-router-tokens"]))
+    assert ("Secret", "wa-whatsapp-sessions-router-token") not in rendered
+    pod = rendered[("Deployment", "wa-whatsapp-sessions-router")]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = container_env(container)
+    assert "ROUTER_TOKEN" not in env
+    (mount,) = container["volumeMounts"]
+    (volume,) = pod["volumes"]
+    assert mount["name"] == volume["name"] and mount["readOnly"] is True
+    assert volume["secret"]["secretName"] == "wa-router-tokens"
+    (item,) = volume["secret"]["items"]
+    assert item["key"] == "tokens"
+    assert env["ROUTER_TOKENS_FILE"]["value"] == f"{mount['mountPath']}/{item['path']}"
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -245,7 +263,11 @@ def chart_namespace(control_plane: ControlPlane) -> Iterator[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("values", [[], FULL_VALUES], ids=["defaults", "full"])
+@pytest.mark.parametrize(
+    "values",
+    [[], FULL_VALUES, ["router.tokens.existingSecret=wa-router-tokens"]],
+    ids=["defaults", "full", "router-tokens-file"],
+)
 def test_the_api_server_accepts_the_rendered_objects(
     control_plane: ControlPlane, chart_namespace: str, values: list[str]
 ) -> None:

@@ -412,6 +412,24 @@ def test_a_router_token_rotation_fails_no_request(tmp_path: Path) -> None:
     run(scenario())
 
 
+def test_a_mounted_secret_updated_by_the_kubelet_is_read_again(tmp_path: Path) -> None:
+    """The kubelet's layout: `tokens -> ..data/tokens`, `..data -> ..<timestamp>`, and an
+    update is a new timestamped directory swapped in by renaming a new `..data` link."""
+
+    def publish(version: str, text: str) -> None:
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "tokens").write_text(text)
+        (tmp_path / "..data.partial").symlink_to(version)
+        os.replace(tmp_path / "..data.partial", tmp_path / "..data")
+
+    publish("..2026_12_01", "a:token-a-0123456789abc")
+    (tmp_path / "tokens").symlink_to("..data/tokens")
+    tokens = TokenSet((), tmp_path / "tokens")
+    assert [t.name for t in tokens.current()] == ["a"]
+    publish("..2026_12_02", "b:token-b-0123456789abc,a:token-a-0123456789abc")
+    assert [t.name for t in tokens.current()] == ["b", "a"]
+
+
 def test_a_bad_tokens_file_keeps_the_previous_tokens(tmp_path: Path) -> None:
     file = tmp_path / "tokens"
     file.write_text("a:token-a-0123456789abc")
