@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from whatsapp_common.bearer import bearer_auth
 from whatsapp_common.event_types import EventType
 from whatsapp_common.middleware import REQUEST_METRICS, errors_in_api_shape
 from whatsapp_common.validation import MAX_BODY_BYTES
@@ -78,7 +79,12 @@ def create_app(settings: Settings) -> web.Application:
     bus.add_listener(to_outbox)
     bus.add_listener(messenger.on_event)
 
-    app = web.Application(middlewares=[errors_in_api_shape], client_max_size=MAX_BODY_BYTES)
+    authenticated = bearer_auth(
+        settings.auth.accepted, "whatsapp-session", metrics.authenticated, metrics.auth_refused
+    )
+    app = web.Application(
+        middlewares=[errors_in_api_shape, authenticated], client_max_size=MAX_BODY_BYTES
+    )
     app[SESSION] = session
     app[METRICS] = metrics
     app[REQUEST_METRICS] = metrics

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from whatsapp_common.envvars import ConfigError, env_bool, env_int, env_number
 
+from .auth import PodAuth
 from .delivery.watchdog import WatchdogSettings
 from .delivery.webhooks import WebhookSettings
 from .storage.errors import KeysUnavailable
@@ -23,6 +24,7 @@ DEFAULT_WAJS_BUNDLE = (
 @dataclass(frozen=True)
 class Settings:
     location_id: str
+    auth: PodAuth = field(repr=False)
     host: str = "0.0.0.0"
     port: int = 8093
     data_dir: Path = Path("/data")
@@ -89,6 +91,7 @@ class Settings:
         _check_backup_keys(storage)
         return cls(
             location_id=location,
+            auth=PodAuth.from_env(env),
             host=env.get("HOST", cls.host),
             port=env_int(env, "PORT", cls.port, minimum=1),
             data_dir=Path(env.get("DATA_DIR", str(cls.data_dir))),

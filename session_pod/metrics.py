@@ -50,6 +50,20 @@ class Metrics:
             "wa_http_request_seconds", "HTTP request duration", ["route"], registry=self.registry
         )
 
+        self.authenticated = Counter(
+            "wa_authenticated_requests",
+            "Requests accepted, by the name of the token they carried (a pod token is named"
+            " as its master key, a scrape token as listed)",
+            ["token"],
+            registry=self.registry,
+        )
+        self.auth_refused = Counter(
+            "wa_auth_refused",
+            "Requests refused with 401, by reason: missing or wrong credential",
+            ["reason"],
+            registry=self.registry,
+        )
+
     def set_state(self, current: SessionState) -> None:
         for state in SessionState:
             self.state.labels(self._location, str(state)).set(1 if state == current else 0)

@@ -32,6 +32,9 @@ FULL_VALUES = [
     "rails.webhookSecret.existingSecret=wa-session",
     "router.token.existingSecret=wa-router",
     "operator.backupKeys.existingSecret=wa-backup-keys",
+    "podAuth.existingSecret=wa-pod-auth",
+    "metrics.scrapeTokens.existingSecret=wa-scrape",
+    "networkPolicy.scrapers[0].namespaceSelector.matchLabels.name=monitoring",
     "router.replicas=3",
     "session.storage.storageClassName=fast",
     "imagePullSecrets[0].name=registry",
@@ -164,6 +167,10 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["name"] == "wa-session"
     masters = env["BACKUP_MASTER_KEYS"]["valueFrom"]["secretKeyRef"]
     assert masters == {"name": "wa-backup-keys", "key": "keys"}
+    pod_auth = env["POD_AUTH_MASTER_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert pod_auth == {"name": "wa-pod-auth", "key": "keys"}
+    scrape = env["METRICS_TOKENS"]["valueFrom"]["secretKeyRef"]
+    assert scrape == {"name": "wa-scrape", "key": "tokens"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Only the operator may touch Secrets, and it cannot list them; the router none.
     rules = {
@@ -183,6 +190,22 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     container = router["spec"]["template"]["spec"]["containers"][0]
     token = container_env(container)["ROUTER_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert token == {"name": "wa-router", "key": "token"}
+    # The pod-auth masters as a file the router reads again (a rotation, no restart).
+    (mount,) = container["volumeMounts"]
+    (volume,) = router["spec"]["template"]["spec"]["volumes"]
+    assert mount["name"] == volume["name"] == "pod-auth" and mount["readOnly"] is True
+    assert volume["secret"] == {
+        "secretName": "wa-pod-auth",
+        "items": [{"key": "keys", "path": "keys"}],
+    }
+    file = container_env(container)["POD_AUTH_MASTER_KEYS_FILE"]["value"]
+    assert file == f"{mount['mountPath']}/keys"
+    # Session pods: the router and the operator, and the scrapers (to /metrics).
+    policy = rendered[("NetworkPolicy", "wa-whatsapp-sessions-session-pods")]["spec"]
+    assert [len(rule["from"]) for rule in policy["ingress"]] == [2, 1]
+    assert policy["ingress"][1]["from"] == [
+        {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    ]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
@@ -194,6 +217,12 @@ def test_without_an_existing_secret_the_router_token_is_generated(helm: Path) ->
     masters = rendered[("Secret", "wa-whatsapp-sessions-operator-backup-keys")]
     ring = parse_ring(base64.b64decode(masters["data"]["keys"]).decode())
     assert ring.names == ["initial"] and len(ring.current.secret) == 32
+    pod_auth = rendered[("Secret", "wa-whatsapp-sessions-pod-auth-keys")]
+    ring = parse_ring(base64.b64decode(pod_auth["data"]["keys"]).decode())
+    assert ring.names == ["initial"] and len(ring.current.secret) == 32
+    scrape = rendered[("Secret", "wa-whatsapp-sessions-metrics-scrape")]["data"]
+    token = base64.b64decode(scrape["token"]).decode()
+    assert len(token) == 40 and base64.b64decode(scrape["tokens"]).decode() == f"prometheus:{token}"
     env = container_env(
         rendered[("StatefulSet", "wa-whatsapp-sessions-operator")]["spec"]["template"]["spec"][
             "containers"
@@ -212,9 +241,9 @@ def test_a_router_tokens_secret_is_mounted_as_the_file_the_router_reads(helm: Pa
     container = pod["containers"][0]
     env = container_env(container)
     assert "ROUTER_TOKEN" not in env
-    (mount,) = container["volumeMounts"]
-    (volume,) = pod["volumes"]
-    assert mount["name"] == volume["name"] and mount["readOnly"] is True
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "tokens")
+    volume = next(v for v in pod["volumes"] if v["name"] == "tokens")
+    assert mount["readOnly"] is True
     assert volume["secret"]["secretName"] == "wa-router-tokens"
     (item,) = volume["secret"]["items"]
     assert item["key"] == "tokens"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tests.support.processes import REPO
-from tests.support.session_pods import TEST_MASTERS
+from tests.support.session_pods import TEST_MASTERS, TEST_POD_AUTH_MASTERS
 from whatsapp_common.keys import KeyRing, NamedKey, parse_ring
 from whatsapp_common.naming import (
     LOCATION_ID_MAX,
@@ -22,7 +22,10 @@ from whatsapp_common.naming import (
 from whatsapp_operator.config import ConfigError, OperatorConfig, with_defaults
 from whatsapp_operator.manifests import BACKUP_KEY_NAMES, keys_secret, service, statefulset
 
-MASTERS_ENV = {"BACKUP_MASTER_KEYS": TEST_MASTERS.to_text()}
+MASTERS_ENV = {
+    "BACKUP_MASTER_KEYS": TEST_MASTERS.to_text(),
+    "POD_AUTH_MASTER_KEYS": TEST_POD_AUTH_MASTERS.to_text(),
+}
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 
@@ -69,10 +72,17 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["resources"] == {"limits": {"memory": "600Mi"}}
-    assert container["envFrom"] == [
-        {"secretRef": {"name": "wa-secrets", "optional": True}},
-        {"secretRef": {"name": "wa-13-keys"}},
+    assert container["envFrom"] == [{"secretRef": {"name": "wa-secrets", "optional": True}}]
+    # The location's keys and tokens as files the kubelet updates in place: no restart to
+    # rotate them.
+    assert {"name": "keys", "secret": {"secretName": "wa-13-keys", "defaultMode": 0o440}} in pod[
+        "volumes"
     ]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "keys")
+    assert mount["readOnly"] is True
+    assert env_of(sts)["BACKUP_KEYS_FILE"] == f"{mount['mountPath']}/BACKUP_KEYS"
+    assert env_of(sts)["POD_TOKENS_FILE"] == f"{mount['mountPath']}/POD_TOKENS"
+    assert "METRICS_TOKENS_FILE" not in env_of(sts)  # no scrape token configured
     assert pod["automountServiceAccountToken"] is False
     assert pod["shareProcessNamespace"] is True
     assert pod["terminationGracePeriodSeconds"] >= 60
@@ -94,25 +104,41 @@ def test_paused_means_zero_replicas_and_spec_changes_change_the_template() -> No
 
 def test_a_pod_gets_its_own_locations_keys_and_never_a_master_key() -> None:
     masters = KeyRing((NamedKey("2026-12", b"n" * 32), NamedKey("2026-06", b"o" * 32)))
-    config = OperatorConfig(backup_masters=masters)
+    pod_auth = KeyRing((NamedKey("auth-1", b"a" * 32),))
+    config = OperatorConfig(backup_masters=masters, pod_auth_masters=lambda: pod_auth)
     secret = keys_secret(spec(), "ns", config)
-    given = base64.b64decode(secret["data"]["BACKUP_KEYS"]).decode()
-    assert given == masters.derive("backup", "13").to_text()
-    assert parse_ring(given).names == ["2026-12", "2026-06"]
-    other = keys_secret(spec(locationId="14"), "ns", config)["data"]["BACKUP_KEYS"]
-    assert base64.b64decode(other).decode() != given  # location 14's keys differ
+    data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert data["BACKUP_KEYS"] == masters.derive("backup", "13").to_text()
+    assert parse_ring(data["BACKUP_KEYS"]).names == ["2026-12", "2026-06"]
+    assert data["POD_TOKENS"] == pod_auth.derive("pod-token", "13").to_text()
+    other = keys_secret(spec(locationId="14"), "ns", config)["data"]
+    for key in ("BACKUP_KEYS", "POD_TOKENS"):  # location 14's keys and tokens differ
+        assert base64.b64decode(other[key]).decode() != data[key]
     sts = statefulset(spec(), "ns", config)
     rendered = json.dumps([sts, secret])
-    for master in masters:
+    for master in (*masters, *pod_auth):
         assert base64.b64encode(master.secret).decode() not in rendered
         assert master.secret.decode() not in rendered
     annotations = sts["spec"]["template"]["metadata"]["annotations"]
     assert annotations[BACKUP_KEY_NAMES] == "2026-12,2026-06"  # a rotation rolls the pod
     with pytest.raises(ConfigError, match="BACKUP_MASTER_KEYS is required"):
         OperatorConfig.from_env({})
+    with pytest.raises(ConfigError, match=r"POD_AUTH_MASTER_KEYS \(or .*\) is required"):
+        OperatorConfig.from_env({"BACKUP_MASTER_KEYS": TEST_MASTERS.to_text()})
     with pytest.raises(ConfigError, match="at least 32 are required") as error:
         OperatorConfig.from_env({"BACKUP_MASTER_KEYS": "k:c2hvcnQ="})
     assert "c2hvcnQ" not in str(error.value)
+
+
+def test_a_scrape_token_reaches_every_pod_through_its_secret() -> None:
+    config = OperatorConfig.from_env({**MASTERS_ENV, "METRICS_TOKENS": "prom:" + "s" * 20})
+    secret = keys_secret(spec(), "ns", config)
+    assert base64.b64decode(secret["data"]["METRICS_TOKENS"]).decode() == "prom:" + "s" * 20
+    path = env_of(statefulset(spec(), "ns", config))["METRICS_TOKENS_FILE"]
+    assert path == "/etc/whatsapp-session/keys/METRICS_TOKENS"
+    with pytest.raises(ConfigError, match="token 'prom' is shorter than 16") as error:
+        OperatorConfig.from_env({**MASTERS_ENV, "METRICS_TOKENS": "prom:short-one"})
+    assert "short-one" not in str(error.value)
 
 
 def test_the_service_is_headless_and_selects_the_pod() -> None:

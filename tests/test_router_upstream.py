@@ -18,11 +18,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from tests.support.mounted_secrets import replace_file
+from tests.support.router import StaticBackend
+from tests.support.session_pods import TEST_POD_AUTH_MASTERS
+from whatsapp_common.bearer import Token, TokenSet
 from whatsapp_common.serving import app_runner
 from whatsapp_router.app import create_app
-from whatsapp_router.auth import Token, TokenSet
 from whatsapp_router.config import RouterSettings
-from whatsapp_router.directory import Directory, PodRecord, SessionRecord, label_of
 from whatsapp_router.pod_client import PodBrokeConnection, PodClient, PodUnreachable
 
 TOKEN = "router-upstream-test-token"
@@ -222,32 +224,13 @@ def test_closed_and_idle_connections_are_not_reused() -> None:
 # --- the router app in front of scripted pods ------------------------------------------------
 
 
-class StaticBackend:
-    """One location whose ready pod is at `address`: what the watch would have reported."""
-
-    def __init__(self, location: str, address: tuple[str, int]) -> None:
-        self.location, self.address = location, address
-
-    async def start(self, directory: Directory) -> None:
-        session = SessionRecord("wa-" + self.location, self.location, False, "Ready", "")
-        label = label_of(self.location)
-        ip, port = self.address
-        directory.replace("sessions", [session])
-        directory.replace("pods", [PodRecord("wa-pod-0", label, ip, port, True, False, False)])
-
-    async def stop(self) -> None:
-        return None
-
-    async def create_session(self, location: str) -> None:
-        raise AssertionError(f"no session is created in these tests ({location})")
-
-
 @asynccontextmanager
 async def router_for(
     pod: ScriptedPod, upstream_timeout: float = 5, tokens: TokenSet | None = None
 ) -> AsyncIterator[aiohttp.ClientSession]:
     settings = RouterSettings(
         tokens=tokens or TokenSet((Token("default", TOKEN),)),
+        pod_auth_masters=lambda: TEST_POD_AUTH_MASTERS,
         namespace="test",
         host="127.0.0.1",
         port=0,
@@ -346,13 +329,6 @@ def test_head_is_forwarded_as_get_and_answered_without_a_body() -> None:
             assert pod.requests[0].startswith(b"GET /status?location_identifier=7 HTTP/1.1")
 
     run(scenario())
-
-
-def replace_file(path: Path, text: str) -> None:
-    """As the kubelet updates a mounted Secret: a new file renamed into place."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(text)
-    os.replace(partial, path)
 
 
 def test_a_router_token_rotation_fails_no_request(tmp_path: Path) -> None:

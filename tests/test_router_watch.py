@@ -17,11 +17,12 @@ from kubernetes.config import kube_config
 
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import CRD
+from tests.support.session_pods import TEST_POD_AUTH_MASTERS
+from whatsapp_common.bearer import Token, TokenSet
 from whatsapp_common.kube_clients import Kube
 from whatsapp_common.serving import app_runner
 from whatsapp_router import watch
 from whatsapp_router.app import create_app
-from whatsapp_router.auth import Token, TokenSet
 from whatsapp_router.cluster import KubeBackend
 from whatsapp_router.config import RouterSettings
 
@@ -79,7 +80,13 @@ def test_a_watch_that_breaks_down_makes_the_router_unready_until_listed_again(
 
     monkeypatch.setattr("whatsapp_router.cluster.sources", planted_sources)
     tokens = TokenSet((Token("default", TOKEN),))
-    settings = RouterSettings(tokens=tokens, namespace=namespace, host="127.0.0.1", port=0)
+    settings = RouterSettings(
+        tokens=tokens,
+        pod_auth_masters=lambda: TEST_POD_AUTH_MASTERS,
+        namespace=namespace,
+        host="127.0.0.1",
+        port=0,
+    )
 
     async def scenario() -> None:
         runner = app_runner(create_app(settings, KubeBackend(Kube(), settings)), 1)

@@ -22,7 +22,10 @@ def pod(double: Double, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
 
 def post_raw(pod: SessionPod, path: str, data: bytes, content_type: str) -> requests.Response:
     return requests.post(
-        f"{pod.url}{path}", data=data, headers={"Content-Type": content_type}, timeout=30
+        f"{pod.url}{path}",
+        data=data,
+        headers={**pod.auth, "Content-Type": content_type},
+        timeout=30,
     )
 
 

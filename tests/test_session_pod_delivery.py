@@ -11,7 +11,7 @@ import pytest
 from session_pod.delivery import verify
 from tests.support.processes import Program, free_port, wait_until
 from tests.support.rails import RailsReceiver
-from tests.support.session_pods import Double, SessionPod, backup_keys, new_phone
+from tests.support.session_pods import Double, SessionPod, location_keys, new_phone
 
 pytestmark = pytest.mark.slow
 StartPod = Callable[..., SessionPod]
@@ -191,7 +191,7 @@ def test_an_unusable_delivery_database_is_a_clear_failure(
             "PORT": str(free_port()),
             "DATA_DIR": str(data),
             **double.session_env(),
-            **backup_keys("96"),
+            **location_keys("96"),
         },
         tmp_path / "pod.log",
     )

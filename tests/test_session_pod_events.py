@@ -14,7 +14,11 @@ def stream_lines(pod: SessionPod, headers: dict[str, str], **params: str) -> lis
     """The stream's lines up to and including its second heartbeat."""
     lines: list[str] = []
     with requests.get(
-        f"{pod.url}/events", params=params, headers=headers, stream=True, timeout=20
+        f"{pod.url}/events",
+        params=params,
+        headers={**pod.auth, **headers},
+        stream=True,
+        timeout=20,
     ) as response:
         assert response.headers["Content-Type"].startswith("text/event-stream")
         for line in response.iter_lines(decode_unicode=True):

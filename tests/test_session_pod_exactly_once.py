@@ -44,7 +44,7 @@ def send(pod: SessionPod, receiver: str, text: str, key: str) -> requests.Respon
     return requests.post(
         f"{pod.url}/send_message",
         json={"location_identifier": pod.location, "receiver_phone": receiver, "message": text},
-        headers={"Idempotency-Key": key},
+        headers={**pod.auth, "Idempotency-Key": key},
         timeout=30,
     )
 

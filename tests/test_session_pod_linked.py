@@ -158,6 +158,8 @@ def test_metrics_and_health(pod: SessionPod) -> None:
 
 
 def test_every_request_gets_a_request_id(pod: SessionPod) -> None:
-    response = requests.get(f"{pod.url}/status", headers={"X-Request-ID": "abc-123"}, timeout=5)
+    response = requests.get(
+        f"{pod.url}/status", headers={**pod.auth, "X-Request-ID": "abc-123"}, timeout=5
+    )
     assert response.headers["X-Request-ID"] == "abc-123"
     assert wait_until(lambda: "abc-123" in pod.program.log_path.read_text(), 5, "a log line")

@@ -10,7 +10,7 @@ from session_pod.config import ConfigError, Settings
 from session_pod.events import EventBus
 from session_pod.session import derive_state, phone_of
 from session_pod.state_machine import InvalidTransition, StateMachine
-from tests.support.session_pods import backup_keys
+from tests.support.session_pods import location_keys
 from whatsapp_common.answers import ApiError
 from whatsapp_common.states import SessionState
 from whatsapp_common.validation import int_param, location_identifier, receiver_chat_id
@@ -138,7 +138,7 @@ def test_settings_require_a_location_and_sane_numbers() -> None:
         Settings.from_env({"LOCATION_ID": "13", "CALL_TIMEOUT_SECONDS": "soon"})
     with pytest.raises(ConfigError, match=r"BACKUP_KEYS_FILE \(or BACKUP_KEYS\) is required"):
         Settings.from_env({"LOCATION_ID": "13"})
-    keys = backup_keys("13")
+    keys = location_keys("13")
     settings = Settings.from_env({"LOCATION_ID": "13", "ARCHIVE_AFTER_SEND": "false", **keys})
     assert settings.archive_after_send is False
     assert settings.port == 8093

@@ -7,8 +7,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from whatsapp_common.bearer import parse_tokens
 from whatsapp_common.envvars import ConfigError, env_int, env_number
 from whatsapp_common.keys import KeyRing, parse_ring
+from whatsapp_common.pod_auth import MasterKeys, master_keys
+
+
+def _no_pod_auth() -> KeyRing:
+    raise ValueError("the operator has no pod-auth master keys (POD_AUTH_MASTER_KEYS)")
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,11 @@ class OperatorConfig:
     # The master backup keys, newest first (BACKUP_MASTER_KEYS, from a Secret only the operator
     # reads): each session pod gets only its location's keys derived from them.
     backup_masters: KeyRing | None = field(default=None, repr=False)
+    # The pod-auth master keys (POD_AUTH_MASTER_KEYS, shared with the router): each session pod
+    # accepts only its location's tokens derived from them; the operator presents them too.
+    pod_auth_masters: MasterKeys = field(default=_no_pod_auth, repr=False)
+    # The scrape tokens (METRICS_TOKENS, `name:token,...`) that open every pod's /metrics.
+    scrape_tokens: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -54,6 +65,12 @@ class OperatorConfig:
             backup_masters = parse_ring(masters, "BACKUP_MASTER_KEYS")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        scrape_tokens = env.get("METRICS_TOKENS", "").strip() or None
+        if scrape_tokens is not None:
+            try:
+                parse_tokens(scrape_tokens, "METRICS_TOKENS")
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         return cls(
             image=env.get("SESSION_IMAGE") or cls.image,
             secret_name=env.get("SESSION_SECRET") or cls.secret_name,
@@ -75,6 +92,8 @@ class OperatorConfig:
             events_per_minute=env_int(env, "EVENTS_PER_MINUTE", cls.events_per_minute, 1),
             metrics_port=env_int(env, "METRICS_PORT", cls.metrics_port, 0),
             backup_masters=backup_masters,
+            pod_auth_masters=master_keys(env),
+            scrape_tokens=scrape_tokens,
         )
 
 

@@ -17,6 +17,7 @@ import aiohttp
 from whatsapp_common.backoff import backoff_delay
 from whatsapp_common.event_types import EventType
 from whatsapp_common.logs import get_logger
+from whatsapp_common.pod_auth import PodCredentials
 from whatsapp_common.states import phase_of
 
 from .config import OperatorConfig
@@ -65,13 +66,16 @@ class PodSeen:
 
 
 class Followers:
-    def __init__(self, api: Api, config: OperatorConfig, notices: Notices) -> None:
+    def __init__(
+        self, api: Api, config: OperatorConfig, notices: Notices, credentials: PodCredentials
+    ) -> None:
         self._api, self._config, self._notices = api, config, notices
         self._owners: dict[str, Resource] = {}  # by location label
         self._mirrors: dict[str, Mirror] = {}  # by resource uid
         self._pods: dict[str, PodSeen] = {}  # by location label: running pods only
         self._tasks: dict[str, tuple[tuple[str, PodSeen], asyncio.Task[None]]] = {}
         self._http: aiohttp.ClientSession | None = None
+        self._credentials = credentials
 
     async def start(self) -> None:
         # One pool for every stream: a connection per followed pod, none idle for long.
@@ -155,7 +159,9 @@ class Followers:
         state: dict[str, Any] | None = None  # the last state event's data
         while True:
             try:
-                async for event in read_events(self._http, url, after, read_timeout):
+                authorizations = self._credentials.for_location(owner.location)
+                events = read_events(self._http, url, authorizations, after, read_timeout)
+                async for event in events:
                     if event is None:  # connected (again): what was unknown is known
                         if failures >= UNREACHABLE_AFTER and state is not None:
                             mirror.update(state_status(state, mirror.conditions, time.time()))

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 
 from whatsapp_common.crd import APP, GROUP, LOCATION_LABEL, PLURAL, VERSION
 from whatsapp_common.naming import session_name
+from whatsapp_common.pod_auth import PodCredentials
 
 from .cache import Cache
 from .config import OperatorConfig
@@ -46,9 +47,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.peering.lifetime = config.peering_lifetime_seconds
     api = Api(Kube(), config.api_workers, config.api_timeout_seconds)
     notices = Notices(config.events_per_minute)
-    followers = Followers(api, config, notices)
+    credentials = PodCredentials(config.pod_auth_masters)  # what the operator shows a pod
+    followers = Followers(api, config, notices, credentials)
     await followers.start()
     memo.config, memo.api, memo.notices, memo.followers = config, api, notices, followers
+    memo.credentials = credentials
     memo.cache = Cache(api)
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
     if config.metrics_port:
@@ -167,6 +170,7 @@ async def delete(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any
         statefulset.owner_uid if statefulset else None,
         len(others),
         address,
+        memo.credentials.for_location(resource.location),
         logger,
     )
 

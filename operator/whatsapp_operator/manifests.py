@@ -8,10 +8,12 @@ from typing import Any
 from whatsapp_common.crd import APP, APP_LABEL, LOCATION_LABEL
 from whatsapp_common.keys import KeyRing
 from whatsapp_common.naming import location_label, session_name
+from whatsapp_common.pod_auth import PURPOSE as POD_TOKEN
 
 from .config import OperatorConfig
 
 DATA_MOUNT = "/data"
+KEYS_MOUNT = "/etc/whatsapp-session/keys"  # the location's Secret, updated in place by the kubelet
 TMP_MOUNT = "/tmp"  # HOME of the session pod image: Chromium's and Playwright's scratch space
 BACKUP_KEY_NAMES = "whatsapp-sessions.io/backup-keys"  # names only: a rotation rolls the pod
 
@@ -33,7 +35,13 @@ def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, 
         "DATA_DIR": DATA_MOUNT,
         "BACKUP_INTERVAL_SECONDS": str(backup.get("intervalSeconds", 900)),
         "BACKUP_KEEP": str(backup.get("keep", 5)),
+        # Files of the location's Secret (keys_secret), read again when the kubelet updates
+        # them: a rotation reaches the pod without a restart.
+        "BACKUP_KEYS_FILE": f"{KEYS_MOUNT}/BACKUP_KEYS",
+        "POD_TOKENS_FILE": f"{KEYS_MOUNT}/POD_TOKENS",
     }
+    if config.scrape_tokens is not None:
+        plain["METRICS_TOKENS_FILE"] = f"{KEYS_MOUNT}/METRICS_TOKENS"
     if events := spec.get("webhook", {}).get("events"):
         plain["WEBHOOK_EVENTS"] = ",".join(events)
     return [
@@ -95,9 +103,7 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                             "ports": [{"name": "http", "containerPort": config.session_port}],
                             "env": session_env(spec, config),
                             "envFrom": [
-                                {"secretRef": {"name": config.secret_name, "optional": True}},
-                                # BACKUP_KEYS: this location's keys, never the master keys.
-                                {"secretRef": {"name": keys_secret_name(location)}},
+                                {"secretRef": {"name": config.secret_name, "optional": True}}
                             ],
                             "resources": spec.get("resources", {}),
                             "readinessProbe": {
@@ -119,10 +125,21 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                             "volumeMounts": [
                                 {"name": "data", "mountPath": DATA_MOUNT},
                                 {"name": "tmp", "mountPath": TMP_MOUNT},
+                                {"name": "keys", "mountPath": KEYS_MOUNT, "readOnly": True},
                             ],
                         }
                     ],
-                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    "volumes": [
+                        {"name": "tmp", "emptyDir": {}},
+                        # This location's keys and tokens, never a master key.
+                        {
+                            "name": "keys",
+                            "secret": {
+                                "secretName": keys_secret_name(location),
+                                "defaultMode": 0o440,
+                            },
+                        },
+                    ],
                 },
             },
             "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": claim_spec}],
@@ -137,9 +154,15 @@ def _masters(config: OperatorConfig) -> KeyRing:
 
 
 def keys_secret(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
-    """The location's own Secret: its backup keys, derived from each master key."""
+    """The location's own Secret: its backup keys and pod tokens, derived from each master
+    key, and the scrape tokens that open its /metrics."""
     location = spec["locationId"]
-    ring = _masters(config).derive("backup", location)
+    data = {
+        "BACKUP_KEYS": _masters(config).derive("backup", location).to_text(),
+        "POD_TOKENS": config.pod_auth_masters().derive(POD_TOKEN, location).to_text(),
+    }
+    if config.scrape_tokens is not None:
+        data["METRICS_TOKENS"] = config.scrape_tokens
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -149,7 +172,7 @@ def keys_secret(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
             "labels": labels(location),
         },
         "type": "Opaque",
-        "data": {"BACKUP_KEYS": base64.b64encode(ring.to_text().encode()).decode()},
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
     }
 
 

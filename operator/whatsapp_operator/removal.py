@@ -11,11 +11,13 @@ object store code (whatsapp_common.objectstore) and its own S3 settings.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
 from whatsapp_common.objectstore import StoreSettings, build_store, delete_location
+from whatsapp_common.pod_auth import first_accepted
 
 from .resource import Resource
 
@@ -27,11 +29,12 @@ async def apply_deletion_policy(
     owner_uid: str | None,
     others: int,
     address: tuple[str, int] | None,
+    authorizations: Sequence[str],
     logger: Any,
 ) -> str:
     """`owner_uid`: the controller of the location's StatefulSet (None: there is none);
     `others`: how many other resources name this location; `address`: the running pod's
-    (IP, port)."""
+    (IP, port); `authorizations`: its pod tokens, newest first."""
     location = resource.location
     if owner_uid != resource.uid and (owner_uid is not None or others):
         logger.info("not the location's resource: nothing removed", extra={"location": location})
@@ -41,15 +44,20 @@ async def apply_deletion_policy(
         return "retained"
     if address is not None:
         url = f"http://{address[0]}:{address[1]}/logout"
+        body = {"location_identifier": location}
         try:
-            async with (
-                aiohttp.ClientSession(timeout=LOGOUT_TIMEOUT) as http,
-                http.post(url, json={"location_identifier": location}) as response,
-            ):
-                if response.status == 200:
-                    logger.info("logged out and backups deleted", extra={"location": location})
-                    return "logged out"
-                logger.warning(f"logout answered {response.status}", extra={"location": location})
+            async with aiohttp.ClientSession(timeout=LOGOUT_TIMEOUT) as http:
+
+                async def logout(authorization: str) -> int:
+                    headers = {"Authorization": authorization}
+                    async with http.post(url, json=body, headers=headers) as response:
+                        return response.status
+
+                status = await first_accepted(authorizations, logout, int)
+            if status == 200:
+                logger.info("logged out and backups deleted", extra={"location": location})
+                return "logged out"
+            logger.warning(f"logout answered {status}", extra={"location": location})
         except (aiohttp.ClientError, TimeoutError) as exc:
             logger.warning(f"logout failed ({exc!r}): deleting the backups directly")
     settings = StoreSettings.from_env(os.environ)

@@ -7,11 +7,12 @@ from __future__ import annotations
 from aiohttp import web
 
 from whatsapp_common import logs, serving
+from whatsapp_common.bearer import bearer_auth
 from whatsapp_common.middleware import REQUEST_METRICS, errors_in_api_shape
+from whatsapp_common.pod_auth import PodCredentials
 from whatsapp_common.validation import MAX_BODY_BYTES
 
 from .api import BACKEND, DIRECTORY, METRICS, SETTINGS, UPSTREAM, add_routes
-from .auth import bearer_auth
 from .config import RouterSettings
 from .directory import Backend, Directory
 from .metrics import RouterMetrics
@@ -23,12 +24,22 @@ log = logs.get_logger("whatsapp_router")
 def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     directory = Directory()
     metrics = RouterMetrics(directory)
-    upstream = Upstream(settings.upstream_timeout, settings.connect_timeout, metrics)
+    upstream = Upstream(
+        settings.upstream_timeout,
+        settings.connect_timeout,
+        metrics,
+        PodCredentials(settings.pod_auth_masters),
+    )
 
     app = web.Application(
         middlewares=[
             errors_in_api_shape,
-            bearer_auth(settings.tokens, metrics.requests_by_token, metrics.auth_refused),
+            bearer_auth(
+                lambda _: settings.tokens.current(),
+                "whatsapp-router",
+                metrics.requests_by_token,
+                metrics.auth_refused,
+            ),
         ],
         client_max_size=MAX_BODY_BYTES,
     )

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from whatsapp_common.bearer import MIN_TOKEN_CHARS, Token, TokenSet, parse_tokens
 from whatsapp_common.envvars import ConfigError, env_first, env_int, env_number
-
-from .auth import MIN_TOKEN_CHARS, Token, TokenSet, parse_tokens
+from whatsapp_common.pod_auth import MasterKeys, master_keys
 
 __all__ = ["ConfigError", "RouterSettings"]
 
@@ -19,6 +19,8 @@ IN_CLUSTER_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 @dataclass(frozen=True)
 class RouterSettings:
     tokens: TokenSet = field(repr=False)
+    # The pod-auth master keys: the router derives each location's pod token from them.
+    pod_auth_masters: MasterKeys = field(repr=False)
     namespace: str
     host: str = "0.0.0.0"
     port: int = 8093
@@ -37,6 +39,7 @@ class RouterSettings:
             raise ConfigError("NAMESPACE is required outside a cluster")
         return cls(
             tokens=tokens,
+            pod_auth_masters=master_keys(env),
             namespace=namespace,
             host=env_first(env, "HOST") or cls.host,
             port=env_int(env, "PORT", cls.port, 1),
@@ -62,13 +65,13 @@ def _tokens(env: Mapping[str, str]) -> TokenSet:
     file = env_first(env, "ROUTER_TOKENS_FILE")
     try:
         if (listed := env_first(env, "ROUTER_TOKENS")) is not None:
-            fixed += parse_tokens(listed)
+            fixed += parse_tokens(listed, "ROUTER_TOKENS")
         if not fixed and file is None:
             raise ValueError(
                 "ROUTER_TOKEN, ROUTER_TOKENS or ROUTER_TOKENS_FILE is required (tokens of at"
                 f" least {MIN_TOKEN_CHARS} characters)"
             )
-        return TokenSet(tuple(fixed), Path(file) if file else None)
+        return TokenSet(tuple(fixed), Path(file) if file else None, "ROUTER_TOKENS_FILE")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 

@@ -30,6 +30,8 @@ from whatsapp_common.backoff import backoff_delay
 from whatsapp_common.files import atomic_write
 from whatsapp_common.keys import KeyRing, new_secret, parse_ring
 from whatsapp_common.naming import session_name, valid_location_id
+from whatsapp_common.pod_auth import PURPOSE as POD_TOKEN
+from whatsapp_common.pod_auth import MasterKeys, PodCredentials, first_accepted
 from whatsapp_common.states import Phase, SessionState, phase_of
 from whatsapp_common.tasks import cancel_and_wait
 
@@ -42,7 +44,13 @@ log = logs.get_logger("whatsapp_router.local")
 POLL_SECONDS = 1.0  # how often each pod's /status is read (readiness, phase, QR)
 STOP_GRACE_SECONDS = 30.0  # the pod's final backup runs on SIGTERM
 STABLE_SECONDS = 60.0  # a pod that ran this long restarts without backoff
-ROUTER_ONLY_ENV = ("ROUTER_TOKEN", "LOCAL_DATA_DIR", "BACKUP_MASTER_KEYS")
+ROUTER_ONLY_ENV = (
+    "ROUTER_TOKEN",
+    "LOCAL_DATA_DIR",
+    "BACKUP_MASTER_KEYS",
+    "POD_AUTH_MASTER_KEYS",
+    "POD_AUTH_MASTER_KEYS_FILE",
+)
 
 
 @dataclass
@@ -60,10 +68,13 @@ class LocalBackend:
     """Session pods as child processes, each in its own process group (a Ctrl-C in the
     terminal reaches local mode only, which then stops them in order)."""
 
-    def __init__(self, data_root: Path, backup_masters: KeyRing) -> None:
-        """`backup_masters`: each pod gets only its location's keys derived from them."""
+    def __init__(self, data_root: Path, backup_masters: KeyRing, pod_auth: MasterKeys) -> None:
+        """`backup_masters`, `pod_auth`: each pod gets only its location's keys and tokens
+        derived from them."""
         self._root = data_root
         self._masters = backup_masters
+        self._pod_auth = pod_auth
+        self._credentials = PodCredentials(pod_auth)
         self._pods: dict[str, LocalPod] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._directory = Directory()
@@ -143,6 +154,7 @@ class LocalBackend:
             "PORT": str(pod.port),
             "DATA_DIR": str(pod.data_dir),
             "BACKUP_KEYS": self._masters.derive("backup", pod.location).to_text(),
+            "POD_TOKENS": self._pod_auth().derive(POD_TOKEN, pod.location).to_text(),
         }
         # Its own log file: in the terminal, its lines would tear the QR code apart.
         output = pod.data_dir / "pod.log"
@@ -201,11 +213,20 @@ class LocalBackend:
 
     async def _get_json(self, pod: LocalPod, path: str) -> dict[str, Any] | None:
         assert self._http is not None, "LocalBackend.start() was not awaited"
+        url = f"http://127.0.0.1:{pod.port}{path}"
+        http = self._http
+
+        async def get(authorization: str) -> dict[str, Any] | int:
+            async with http.get(url, headers={"Authorization": authorization}) as response:
+                return await response.json() if response.status == 200 else response.status
+
         try:
-            async with self._http.get(f"http://127.0.0.1:{pod.port}{path}") as response:
-                return await response.json() if response.status == 200 else None
+            answer = await first_accepted(
+                self._credentials.for_location(pod.location), get, _status
+            )
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return None
+        return answer if isinstance(answer, dict) else None
 
     def _pod_record(self, pod: LocalPod, ready: bool) -> PodRecord:
         return PodRecord(
@@ -239,6 +260,10 @@ def _kill_group(process: asyncio.subprocess.Process) -> None:
         os.killpg(process.pid, signal.SIGKILL)
 
 
+def _status(answer: dict[str, Any] | int) -> int:
+    return answer if isinstance(answer, int) else 200
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -259,14 +284,14 @@ def _token(data_root: Path) -> str:
     )
 
 
-def backup_masters(data_root: Path) -> KeyRing:
-    """BACKUP_MASTER_KEYS, else one master key kept beside the token (`backup-keys`, 0600).
+def master_ring(data_root: Path, variable: str, file_name: str) -> KeyRing:
+    """The ring in `variable`, else one master key kept beside the token (`file_name`, 0600).
     Raises ConfigError."""
-    text = os.environ.get("BACKUP_MASTER_KEYS") or _kept_secret(
-        data_root / "backup-keys", lambda: f"local:{new_secret()}"
+    text = os.environ.get(variable) or _kept_secret(
+        data_root / file_name, lambda: f"local:{new_secret()}"
     )
     try:
-        return parse_ring(text, "BACKUP_MASTER_KEYS")
+        return parse_ring(text, variable)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -275,8 +300,11 @@ def main() -> None:
     data_root = Path(os.environ.get("LOCAL_DATA_DIR", "local-data")).resolve()
     env = {"HOST": "127.0.0.1", **os.environ, "NAMESPACE": "local"}
     try:
-        settings = RouterSettings.from_env({**env, "ROUTER_TOKEN": _token(data_root)})
-        masters = backup_masters(data_root)
+        masters = master_ring(data_root, "BACKUP_MASTER_KEYS", "backup-keys")
+        pod_auth = master_ring(data_root, "POD_AUTH_MASTER_KEYS", "pod-auth-keys")
+        settings = RouterSettings.from_env(
+            {**env, "ROUTER_TOKEN": _token(data_root), "POD_AUTH_MASTER_KEYS": pod_auth.to_text()}
+        )
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
     logs.configure({"service": "whatsapp-router-local"}, settings.log_level)
@@ -285,7 +313,7 @@ def main() -> None:
     if not os.environ.get("ROUTER_TOKEN"):
         print(f"token: {_token(data_root)}  (set ROUTER_TOKEN to choose it)")
     sys.stdout.flush()
-    asyncio.run(serve(settings, LocalBackend(data_root, masters)))
+    asyncio.run(serve(settings, LocalBackend(data_root, masters, settings.pod_auth_masters)))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,12 @@ class RouterMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.pod_token_fallbacks = Counter(
+            "wa_router_pod_token_fallbacks",
+            "Calls a session pod refused with the newest pod token and took an older one: a"
+            " master key rotation the pod's Secret has not caught up with yet",
+            registry=self.registry,
+        )
         self.retries = Counter(
             "wa_router_upstream_retries", "Calls retried once", registry=self.registry
         )

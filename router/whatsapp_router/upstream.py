@@ -3,25 +3,34 @@ at most one retry, and an answer in the seed's shape when the pod cannot be reac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from whatsapp_common.answers import ApiError
+from whatsapp_common.pod_auth import PodCredentials, first_accepted
 
 from .directory import PodRecord
 from .metrics import RouterMetrics
 from .pod_client import PodAnswer, PodBrokeConnection, PodClient, PodUnreachable
 
-# Request headers the pod honours; the router's Authorization is never passed on.
+# Request headers the pod honours; the caller's Authorization is never passed on (the pod
+# gets the router's own token for that location instead).
 FORWARDED_REQUEST = ("Content-Type", "Accept", "Idempotency-Key")
 FORWARDED_RESPONSE = ("Content-Type", "Retry-After", "Idempotent-Replayed")
 
 
 class Upstream:
-    def __init__(self, timeout: float, connect_timeout: float, metrics: RouterMetrics) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        connect_timeout: float,
+        metrics: RouterMetrics,
+        credentials: PodCredentials,
+    ) -> None:
         self._client = PodClient(timeout, connect_timeout)
         self._metrics = metrics
+        self._credentials = credentials
 
     def close(self) -> None:
         self._client.close()
@@ -43,15 +52,26 @@ class Upstream:
         # HEAD is asked as GET: aiohttp drops the body on the way out, the parser needs it.
         method = "GET" if request.method == "HEAD" else request.method
         target = request.rel_url.raw_path_qs
+        authorizations = self._credentials.for_location(location)
+
+        async def call(pod: PodRecord) -> PodAnswer:
+            def with_token(authorization: str) -> Awaitable[PodAnswer]:
+                signed = {**headers, "Authorization": authorization}
+                return self._client.request(method, pod.address, target, signed, body)
+
+            return await first_accepted(
+                authorizations, with_token, _status, self._metrics.pod_token_fallbacks.inc
+            )
+
         try:
             try:
-                answer = await self._client.request(method, pod.address, target, headers, body)
+                answer = await call(pod)
             except PodUnreachable:
                 if not retry:
                     raise
                 self._metrics.retries.inc()
                 pod = current_pod() or pod
-                answer = await self._client.request(method, pod.address, target, headers, body)
+                answer = await call(pod)
         except PodUnreachable as exc:
             raise self._down(location, pod, exc) from None
         except (PodBrokeConnection, TimeoutError) as exc:
@@ -77,6 +97,10 @@ class Upstream:
             f"The session pod of location {location} {what}",
             error=f"{pod.name}: {exc or type(exc).__name__}",
         )
+
+
+def _status(answer: PodAnswer) -> int:
+    return answer.status
 
 
 def _response(answer: PodAnswer) -> web.Response:

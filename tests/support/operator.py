@@ -12,7 +12,7 @@ import requests
 
 from .control_plane import ControlPlane
 from .processes import REPO, Program, free_port, wait_until
-from .session_pods import TEST_MASTERS
+from .session_pods import TEST_MASTERS, TEST_POD_AUTH_MASTERS
 
 CRD = REPO / "crds/whatsappsessions.yaml"
 PEERING_CRD = REPO / "crds/kopf-peering.yaml"
@@ -84,6 +84,7 @@ class OperatorProcess:
                 "SESSION_POD_ENV": json.dumps(pod_env),
                 "PEERING_LIFETIME_SECONDS": "5",
                 "BACKUP_MASTER_KEYS": TEST_MASTERS.to_text(),
+                "POD_AUTH_MASTER_KEYS": TEST_POD_AUTH_MASTERS.to_text(),
                 **env,
             },
             log_path,

@@ -9,9 +9,12 @@ from typing import Any
 
 import requests
 
+from whatsapp_router.directory import Directory, PodRecord, SessionRecord, label_of
+
 from .control_plane import ControlPlane
 from .operator import RELEASE, chart_rbac
 from .processes import Program, free_port, wait_until
+from .session_pods import TEST_POD_AUTH_MASTERS
 
 ROUTER_ACCOUNT = f"{RELEASE}-router"
 
@@ -60,6 +63,7 @@ class RouterProcess(RouterClient):
                 "KUBECONFIG": str(kubeconfig),
                 "NAMESPACE": namespace,
                 "ROUTER_TOKEN": self.token,
+                "POD_AUTH_MASTER_KEYS": TEST_POD_AUTH_MASTERS.to_text(),
                 "HOST": "127.0.0.1",
                 "PORT": str(self.port),
                 "UPSTREAM_TIMEOUT_SECONDS": "15",
@@ -76,3 +80,23 @@ class RouterProcess(RouterClient):
 
     def stop(self) -> None:
         self.program.stop()
+
+
+class StaticBackend:
+    """One location whose ready pod is at `address`: what the watch would have reported."""
+
+    def __init__(self, location: str, address: tuple[str, int]) -> None:
+        self.location, self.address = location, address
+
+    async def start(self, directory: Directory) -> None:
+        session = SessionRecord("wa-" + self.location, self.location, False, "Ready", "")
+        label = label_of(self.location)
+        ip, port = self.address
+        directory.replace("sessions", [session])
+        directory.replace("pods", [PodRecord("wa-pod-0", label, ip, port, True, False, False)])
+
+    async def stop(self) -> None:
+        return None
+
+    async def create_session(self, location: str) -> None:
+        raise AssertionError(f"no session is created in these tests ({location})")

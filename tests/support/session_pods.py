@@ -13,17 +13,28 @@ from typing import Any
 import requests
 
 from whatsapp_common.keys import KeyRing, NamedKey
+from whatsapp_common.pod_auth import PURPOSE, PodCredentials
 
 from .processes import Program, free_port, wait_until
 
 _phones = itertools.count(1)
-# The tests' master backup key; each pod gets only its location's key, as from the operator.
+# The tests' master keys; each pod gets only its location's keys, as from the operator.
 TEST_MASTERS = KeyRing((NamedKey("test-1", b"m" * 32),))
+TEST_POD_AUTH_MASTERS = KeyRing((NamedKey("test-auth-1", b"p" * 32),))
+_credentials = PodCredentials(lambda: TEST_POD_AUTH_MASTERS)
 
 
-def backup_keys(location: str, masters: KeyRing = TEST_MASTERS) -> dict[str, str]:
-    """The environment that hands a session pod its location's backup keys."""
-    return {"BACKUP_KEYS": masters.derive("backup", location).to_text()}
+def location_keys(location: str, masters: KeyRing = TEST_MASTERS) -> dict[str, str]:
+    """The environment that hands a session pod its location's backup keys and pod tokens."""
+    return {
+        "BACKUP_KEYS": masters.derive("backup", location).to_text(),
+        "POD_TOKENS": TEST_POD_AUTH_MASTERS.derive(PURPOSE, location).to_text(),
+    }
+
+
+def authorization(location: str) -> dict[str, str]:
+    """The header the router or the operator presents to `location`'s pod."""
+    return {"Authorization": _credentials.for_location(location)[0]}
 
 
 def new_phone() -> str:
@@ -71,10 +82,12 @@ def start_double(log_path: Path, host: str = "127.0.0.1") -> tuple[Program, Doub
 class EventLog:
     """Follows a pod's /events stream in a thread and keeps every event it saw."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.events: list[dict[str, Any]] = []
         self._changed = threading.Condition()
-        self._response = requests.get(f"{url}/events", stream=True, timeout=(5, None))
+        self._response = requests.get(
+            f"{url}/events", headers=headers, stream=True, timeout=(5, None)
+        )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -145,24 +158,28 @@ class SessionPod:
                 "RELAUNCH_BACKOFF_MAX_SECONDS": "2",
                 "CALL_TIMEOUT_SECONDS": "10",
                 "SEND_WAIT_SECONDS": "5",
-                **backup_keys(location),
+                **location_keys(location),
                 **(env or {}),
             },
             data_dir / "pod.log",
         )
+        self.auth = authorization(location)
         wait_until(self._serving, 20, f"pod {location} to serve HTTP\n{self.program.log_tail()}")
-        self.events = EventLog(self.url)
+        self.events = EventLog(self.url, self.auth)
 
     def _serving(self) -> bool:
         if not self.program.alive():
             raise AssertionError(f"pod exited:\n{self.program.log_tail()}")
-        return requests.get(f"{self.url}/status", timeout=2).ok
+        return requests.get(f"{self.url}/status", headers=self.auth, timeout=2).ok
 
     def get(self, path: str, **params: Any) -> requests.Response:
-        return requests.get(f"{self.url}{path}", params=params, timeout=30)
+        return requests.get(f"{self.url}{path}", params=params, headers=self.auth, timeout=30)
 
-    def post(self, path: str, body: Any = None, **kwargs: Any) -> requests.Response:
-        return requests.post(f"{self.url}{path}", json=body, timeout=30, **kwargs)
+    def post(
+        self, path: str, body: Any = None, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> requests.Response:
+        headers = {**self.auth, **(headers or {})}
+        return requests.post(f"{self.url}{path}", json=body, headers=headers, timeout=30, **kwargs)
 
     def status(self) -> dict[str, Any]:
         return self.get("/status").json()

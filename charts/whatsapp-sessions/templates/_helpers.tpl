@@ -82,3 +82,13 @@ runAsGroup: 10001
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The Secret of the pod-auth master keys (generated in pod-auth.yaml unless given). */}}
+{{- define "wa.podAuthSecret" -}}
+{{- default (printf "%s-pod-auth-keys" (include "wa.fullname" .)) .Values.podAuth.existingSecret -}}
+{{- end -}}
+
+{{/* The Secret of the session pods' scrape tokens (generated unless given). */}}
+{{- define "wa.scrapeSecret" -}}
+{{- default (printf "%s-metrics-scrape" (include "wa.fullname" .)) .Values.metrics.scrapeTokens.existingSecret -}}
+{{- end -}}
