@@ -1,5 +1,6 @@
 """The floor the router is compared with: one aiohttp handler that forwards every GET to one
-upstream through aiohttp's client, with no routing, auth, logs or metrics.
+upstream through aiohttp's client, with no routing, auth, logs or metrics (the caller's
+Authorization header is passed on: the pod asks for its token).
     python -m benchmarks.minimal_forwarder PORT UPSTREAM_URL
 """
 
@@ -15,7 +16,8 @@ CLIENT = web.AppKey("client", aiohttp.ClientSession)
 
 def create_app(upstream: str) -> web.Application:
     async def forward(request: web.Request) -> web.Response:
-        async with request.app[CLIENT].get(upstream + request.path_qs) as answer:
+        headers = {"Authorization": request.headers.get("Authorization", "")}
+        async with request.app[CLIENT].get(upstream + request.path_qs, headers=headers) as answer:
             body = await answer.read()
             return web.Response(status=answer.status, body=body, content_type=answer.content_type)
 

@@ -26,7 +26,7 @@ import requests
 from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.operator import OperatorProcess, operator_namespace, session_manifest
 from tests.support.processes import REPO, wait_until
-from tests.support.session_pods import EventLog, new_phone, start_double
+from tests.support.session_pods import EventLog, authorization, new_phone, start_double
 from tests.support.test_node import TestNode
 
 PHASES = {
@@ -113,11 +113,14 @@ def status_lag(cluster: ControlPlane, work: Path, cycles: int) -> None:
         watch = PhaseWatch(cluster, namespace, "lag")
         node.wait_ready(namespace, "wa-201-0", timeout=120)
         pod_url = f"http://{node.pod_ip(namespace, 'wa-201-0')}:8093"
-        events = EventLog(pod_url)
+        auth = authorization("201")
+        events = EventLog(pod_url, auth)
         for _ in range(cycles):
             phone = new_phone()
             code = wait_until(
-                lambda: requests.get(f"{pod_url}/qr", timeout=3).json().get("qr"), 30, "a QR"
+                lambda: requests.get(f"{pod_url}/qr", headers=auth, timeout=3).json().get("qr"),
+                30,
+                "a QR",
             )
             double.scan(code, phone)
             wait_until(lambda: watch.seen and watch.seen[-1][1] == "Ready", 60, "Ready")

@@ -170,7 +170,7 @@ class Bench:
     def __init__(self, control_plane: ControlPlane, n: int, work: Path) -> None:
         self.n, self.work = n, work
         self.ips = [address(i) for i in range(n)]
-        self.pods = SimulatedPods(self.ips)
+        self.pods = SimulatedPods({ip: str(i) for i, ip in enumerate(self.ips)})
         self.state = {i: "ready" for i in range(n)}
         for i in range(n):
             self.emit(i)

@@ -147,7 +147,7 @@ http {{
     process = subprocess.Popen(
         ["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-g", "daemon off;"]
     )
-    wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/status", timeout=2).ok, 10, "nginx")
+    wait_until(lambda: requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).ok, 10, "nginx")
     return process, port
 
 
@@ -171,6 +171,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="router-bench-"))
     double_program, double = start_double(work / "double.log")
     pod = SessionPod(LOCATION, work / "pod", double)
+    # The pod's own token: the router adds it, the other ways in are given it by wrk.
+    pod_token = pod.auth["Authorization"].removeprefix("Bearer ")
     query = f"/status?location_identifier={LOCATION}"
     proxy, proxy_port = nginx(work, pod.port)
     minimal_port = free_port()
@@ -181,7 +183,11 @@ def main() -> None:
         work / "minimal.log",
     )
     minimal_url = f"http://127.0.0.1:{minimal_port}{query}"
-    wait_until(lambda: requests.get(minimal_url, timeout=2).ok, 20, "the minimal forwarder")
+    wait_until(
+        lambda: requests.get(minimal_url, headers=pod.auth, timeout=2).ok,
+        20,
+        "the minimal forwarder",
+    )
     try:
         with ControlPlane(control_plane_binaries(), work / "cluster") as cluster:
             cluster.install_crds(CRD)
@@ -208,13 +214,18 @@ def main() -> None:
                     f"{count} sessions in the router's cache",
                 )
                 for connections in (1, 8):
-                    wrk(pod.url + query, 1, connections)  # warm up
-                    direct = wrk(pod.url + query, args.seconds, connections)
+                    wrk(pod.url + query, 1, connections, pod_token)  # warm up
+                    direct = wrk(pod.url + query, args.seconds, connections, pod_token)
                     via_nginx = wrk(
-                        f"http://127.0.0.1:{proxy_port}{query}", args.seconds, connections
+                        f"http://127.0.0.1:{proxy_port}{query}",
+                        args.seconds,
+                        connections,
+                        pod_token,
                     )
-                    wrk(minimal_url, 1, connections)
-                    via_minimal = wrk(minimal_url, args.seconds, connections, pid=minimal.pid)
+                    wrk(minimal_url, 1, connections, pod_token)
+                    via_minimal = wrk(
+                        minimal_url, args.seconds, connections, pod_token, pid=minimal.pid
+                    )
                     wrk(router.url + query, 1, connections, router.token)
                     via_router = wrk(
                         router.url + query,

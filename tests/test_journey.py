@@ -74,11 +74,13 @@ def image_values(node: RealNode) -> list[str]:
 
 PROBE = """
 import sys, urllib.error, urllib.request
+request = urllib.request.Request(sys.argv[1])
+if len(sys.argv) > 2:
+    request.add_header("Authorization", "Bearer " + sys.argv[2])
 try:
-    urllib.request.urlopen(sys.argv[1], timeout=5)
-    print("reached")
-except urllib.error.HTTPError:
-    print("reached")
+    print("reached", urllib.request.urlopen(request, timeout=5).status)
+except urllib.error.HTTPError as error:
+    print("reached", error.code)
 except OSError as error:
     print("refused", error)
 """
@@ -122,7 +124,8 @@ ENVIRON_AND_FILES = """
 import os, pathlib, sys
 needle = sys.argv[1].encode()
 print(repr(dict(os.environ)))
-for root in ("/data", "/tmp"):
+print(repr(pathlib.Path(os.environ["BACKUP_KEYS_FILE"]).read_text()))
+for root in ("/data", "/tmp", "/etc/whatsapp-session"):
     for path in pathlib.Path(root).rglob("*"):
         if path.is_file() and not path.is_symlink() and needle in path.read_bytes():
             print("FOUND", path)
@@ -132,20 +135,14 @@ for root in ("/data", "/tmp"):
 def assert_no_master_key_in_the_pod(
     cluster: ControlPlane, namespace: str, pod: str, s3: SeaweedS3
 ) -> None:
-    """The master backup key stays in the operator's Secret: the session pod's environment
-    holds its location's derived keys only, no file of its volumes holds the master, and
-    every object in the bucket is sealed."""
-    encoded = cluster.kubectl(
-        "get",
-        "secret",
-        f"{RELEASE}-operator-backup-keys",
-        "-n",
-        namespace,
-        "-o",
-        "jsonpath={.data.keys}",
-    ).stdout
-    masters = parse_ring(base64.b64decode(encoded).decode())
-    for master in masters:
+    """The master keys stay in the chart's Secrets: the session pod holds its location's
+    derived keys only (a file of its own Secret), no file of its volumes and nothing in its
+    environment holds a master, and every object in the bucket is sealed."""
+    masters = parse_ring(
+        secret_value(cluster, namespace, f"{RELEASE}-operator-backup-keys", "keys")
+    )
+    pod_auth = parse_ring(secret_value(cluster, namespace, f"{RELEASE}-pod-auth-keys", "keys"))
+    for master in (*masters, *pod_auth):
         secret = base64.b64encode(master.secret).decode()
         seen = cluster.kubectl(
             "exec",
@@ -163,18 +160,28 @@ def assert_no_master_key_in_the_pod(
         ).stdout
         environ = ast.literal_eval(seen.splitlines()[0])
         assert "FOUND" not in seen and secret not in seen, seen[-2000:]
-        assert "BACKUP_MASTER_KEYS" not in environ
-        assert environ["BACKUP_KEYS"] == masters.derive("backup", LOCATION).to_text()
+        assert not {"BACKUP_MASTER_KEYS", "POD_AUTH_MASTER_KEYS", "BACKUP_KEYS"} & set(environ)
+        assert (
+            ast.literal_eval(seen.splitlines()[1]) == masters.derive("backup", LOCATION).to_text()
+        )
     keys = s3.keys()
     assert keys and all("/sealed/" in key for key in keys), keys
     assert all(not s3.get(key).startswith(b"\x1f\x8b") for key in keys)
 
 
-def probe(cluster: ControlPlane, namespace: str, pod: str, url: str) -> str:
-    """'reached' or 'refused ...': an HTTP request from inside `pod`."""
+def probe(cluster: ControlPlane, namespace: str, pod: str, url: str, *token: str) -> str:
+    """'reached <status>' or 'refused ...': an HTTP request from inside `pod`, with the
+    bearer `token` if one is given."""
     return cluster.kubectl(
-        "exec", pod, "-n", namespace, "--", "python3", "-c", PROBE, url, timeout=30
+        "exec", pod, "-n", namespace, "--", "python3", "-c", PROBE, url, *token, timeout=30
     ).stdout.strip()
+
+
+def secret_value(cluster: ControlPlane, namespace: str, name: str, key: str) -> str:
+    encoded = cluster.kubectl(
+        "get", "secret", name, "-n", namespace, "-o", f"jsonpath={{.data.{key}}}"
+    ).stdout
+    return base64.b64decode(encoded).decode()
 
 
 def pod_ip(cluster: ControlPlane, namespace: str, *selector: str) -> str:
@@ -249,17 +256,7 @@ def test_helm_install_to_uninstall_in_containers_on_a_real_node(
             "--wait",
             "--timeout=180s",
         )
-        token = base64.b64decode(
-            cluster.kubectl(
-                "get",
-                "secret",
-                f"{RELEASE}-router-token",
-                "-n",
-                namespace,
-                "-o",
-                "jsonpath={.data.token}",
-            ).stdout
-        ).decode()
+        token = secret_value(cluster, namespace, f"{RELEASE}-router-token", "token")
         cluster_ip = cluster.kubectl(
             "get",
             "service",
@@ -301,9 +298,30 @@ def test_helm_install_to_uninstall_in_containers_on_a_real_node(
         stranger = stranger_pod(real_node, namespace)
         session_ip = pod_ip(cluster, namespace, "-l", f"statefulset.kubernetes.io/pod-name={pod}")
         router_ip = pod_ip(cluster, namespace, "-l", "app.kubernetes.io/component=router")
-        assert probe(cluster, namespace, stranger, f"http://{router_ip}:8093/healthz") == "reached"
-        refused = probe(cluster, namespace, stranger, f"http://{session_ip}:8093/status")
+        router_probe = probe(cluster, namespace, stranger, f"http://{router_ip}:8093/healthz")
+        assert router_probe == "reached 200", router_probe
+        status_url = f"http://{session_ip}:8093/status"
+        refused = probe(cluster, namespace, stranger, status_url)
         assert refused.startswith("refused"), refused
+        # Without the NetworkPolicy (a CNI that does not enforce it), the pod itself refuses:
+        # no token, the router's own token or the scrape token open nothing but /metrics.
+        cluster.kubectl("delete", "networkpolicy", "-n", namespace, "--all")
+        wait_until(
+            lambda: probe(cluster, namespace, stranger, status_url) == "reached 401",
+            60,
+            "the session pod reached once the NetworkPolicy is gone",
+        )
+        scrape = secret_value(cluster, namespace, f"{RELEASE}-metrics-scrape", "token")
+        for url, credential, expected in (
+            (status_url, token, "reached 401"),
+            (status_url, scrape, "reached 401"),
+            (f"http://{session_ip}:8093/send_message", token, "reached 401"),
+            (f"http://{session_ip}:8093/metrics", "", "reached 401"),
+            (f"http://{session_ip}:8093/metrics", scrape, "reached 200"),
+            (f"http://{session_ip}:8093/healthz", "", "reached 200"),
+        ):
+            given = (credential,) if credential else ()
+            assert probe(cluster, namespace, stranger, url, *given) == expected, url
         cluster.kubectl("delete", "pod", stranger, "-n", namespace, "--grace-period=0")
 
         # /send_message -> the ack webhook reaches Rails, signed.

@@ -22,6 +22,7 @@ from tests.support.rails import RailsReceiver
 from tests.support.router import RouterClient
 from tests.support.session_pods import Double, new_phone
 from whatsapp_common.keys import parse_ring
+from whatsapp_common.pod_auth import PURPOSE, pod_tokens
 
 pytestmark = pytest.mark.slow
 LOCATION = "31"
@@ -82,23 +83,48 @@ def gone(process: psutil.Process) -> bool:
 
 
 def assert_pod_holds_no_master_key(data: Path, pod: psutil.Process) -> None:
-    """The master key stays in local mode's file (0600); the pod's environment holds its own
-    location's derived keys, and neither it nor any file of the pod holds the master."""
-    keys_file = data / "backup-keys"
-    assert stat.S_IMODE(keys_file.stat().st_mode) == 0o600
-    masters = parse_ring(keys_file.read_text())
+    """The master keys stay in local mode's files (0600); the pod's environment holds its own
+    location's derived keys and tokens, and neither it nor any file of the pod holds a
+    master."""
+    for name in ("backup-keys", "pod-auth-keys"):
+        assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
+    masters = parse_ring((data / "backup-keys").read_text())
+    pod_auth = parse_ring((data / "pod-auth-keys").read_text())
     environ = pod.environ()
-    assert "BACKUP_MASTER_KEYS" not in environ
+    assert "BACKUP_MASTER_KEYS" not in environ and "POD_AUTH_MASTER_KEYS" not in environ
     assert environ["BACKUP_KEYS"] == masters.derive("backup", LOCATION).to_text()
+    assert environ["POD_TOKENS"] == pod_auth.derive(PURPOSE, LOCATION).to_text()
     (pod_dir,) = (data / "sessions").iterdir()
     files = [p for p in pod_dir.rglob("*") if p.is_file() and not p.is_symlink()]
     assert files
-    for master in masters:
+    for master in (*masters, *pod_auth):
         encoded = base64.b64encode(master.secret).decode()
         assert all(encoded not in value for value in environ.values())
         for path in files:
             content = path.read_bytes()
             assert master.secret not in content and encoded.encode() not in content, path
+
+
+def assert_pod_refuses_strangers(local: LocalMode, data: Path, pod: psutil.Process) -> None:
+    """Another user of the machine calls the pod's port directly: with no credential, a wrong
+    one or the router's own token, every call is a 401; the derived token is let in."""
+    url = f"http://127.0.0.1:{pod.environ()['PORT']}"
+    calls = [
+        ("GET", "/status"),
+        ("GET", "/chats"),
+        ("POST", "/send_message"),
+        ("GET", "/messages"),
+        ("GET", "/webhooks/failed"),
+        ("GET", "/events"),
+    ]
+    strangers = [{}, {"Authorization": "Bearer wrong-0123456789abcdef"}, local.auth]
+    for headers in strangers:
+        for method, path in calls:
+            answer = requests.request(method, f"{url}{path}", headers=headers, timeout=10)
+            assert answer.status_code == 401, (headers.keys(), path, answer.text)
+    token = pod_tokens(parse_ring((data / "pod-auth-keys").read_text()).derive(PURPOSE, LOCATION))
+    let_in = {"Authorization": f"Bearer {token[0].value}"}
+    assert requests.get(f"{url}/status", headers=let_in, timeout=10).json()["state"] == "ready"
 
 
 def test_local_mode_runs_the_whole_journey(
@@ -141,6 +167,7 @@ def test_local_mode_runs_the_whole_journey(
 
         (pod,) = local.session_pods()
         assert_pod_holds_no_master_key(data, pod)
+        assert_pod_refuses_strangers(local, data, pod)
         killed = local.descendants()  # the pod, its Playwright driver, its browser
         os.kill(pod.pid, signal.SIGKILL)
         wait_until(

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import (
@@ -18,6 +17,7 @@ from tests.support.operator import (
     operator_namespace,
     patch_spec,
     pod_uid,
+    qr_of,
     session_manifest,
     start_operator,
     wait_backup,
@@ -67,18 +67,6 @@ def kubectl_get_sessions(cluster: ControlPlane, namespace: str) -> str:
     return cluster.kubectl("get", "whatsappsessions", "-n", namespace, "-o", "wide").stdout
 
 
-def qr_of(node: TestNode, namespace: str, pod: str) -> str:
-    return wait_until(
-        lambda: (
-            requests.get(f"http://{node.pod_ip(namespace, pod)}:8093/qr", timeout=3)
-            .json()
-            .get("qr")
-        ),
-        30,
-        "a QR from the session pod",
-    )
-
-
 def test_a_session_from_apply_to_ready_survives_pod_loss_and_pause(
     control_plane: ControlPlane,
     test_node: TestNode,
@@ -121,7 +109,7 @@ def test_a_session_from_apply_to_ready_survives_pod_loss_and_pause(
     assert "QRRequired" in table
 
     phone = new_phone()
-    double.scan(qr_of(test_node, namespace, "wa-101-0"), phone)
+    double.scan(qr_of(test_node.pod_ip(namespace, "wa-101-0"), "101"), phone)
     ready = wait_phase(control_plane, namespace, "beauty-shop", "Ready")
     assert ready["status"]["phone"] == phone
     conditions = {c["type"]: c["status"] for c in ready["status"]["conditions"]}
@@ -219,7 +207,7 @@ def test_delete_policy_logs_out_and_removes_the_backup(
     )
     wait_phase(control_plane, namespace, "leaving", "QRRequired", timeout=90)
     phone = new_phone()
-    double.scan(qr_of(test_node, namespace, "wa-102-0"), phone)
+    double.scan(qr_of(test_node.pod_ip(namespace, "wa-102-0"), "102"), phone)
     wait_backup(control_plane, namespace, "leaving")
     assert s3_server.keys(f"{s3_prefix}/102/")
     control_plane.kubectl("delete", "whatsappsession", "leaving", "-n", namespace)

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.support.control_plane import ControlPlane, statefulset_manifest
 from tests.support.operator import (
@@ -19,6 +18,7 @@ from tests.support.operator import (
     get_session,
     operator_namespace,
     pod_uid,
+    qr_of,
     session_manifest,
     start_operator,
     wait_backup,
@@ -113,15 +113,7 @@ def test_a_duplicate_is_a_conflict_and_deleting_it_takes_nothing(
 ) -> None:
     apply(control_plane, namespace, session_manifest("shop", "42", deletionPolicy="Delete"))
     wait_phase(control_plane, namespace, "shop", "QRRequired", timeout=90)
-    qr = wait_until(
-        lambda: (
-            requests.get(f"http://{test_node.pod_ip(namespace, 'wa-42-0')}:8093/qr", timeout=3)
-            .json()
-            .get("qr")
-        ),
-        30,
-        "a QR",
-    )
+    qr = qr_of(test_node.pod_ip(namespace, "wa-42-0"), "42")
     phone = new_phone()
     double.scan(qr, phone)
     wait_phase(control_plane, namespace, "shop", "Ready")

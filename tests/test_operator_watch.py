@@ -45,7 +45,7 @@ def namespace(control_plane: ControlPlane) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def pods() -> Iterator[SimulatedPods]:
-    server = SimulatedPods(list(IPS.values()))
+    server = SimulatedPods({ip: location for location, ip in IPS.items()})
     yield server
     server.stop()
 
@@ -157,6 +157,8 @@ def test_pods_are_learned_from_the_watch_and_nothing_is_polled(
     )
     wait_phase(control_plane, namespace, f"s-{last}", "QRRequired")
     assert pod_reads(audit.since_mark()) == []
+    # Each stream carried its own location's pod token (the pods refuse any other).
+    assert [p.unauthorized for p in pods.pods.values()] == [0] * len(IPS)
 
     # A change is one status patch; the same state again is none.
     first = IPS[LOCATIONS[0]]

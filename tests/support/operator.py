@@ -12,7 +12,7 @@ import requests
 
 from .control_plane import ControlPlane
 from .processes import REPO, Program, free_port, wait_until
-from .session_pods import TEST_MASTERS, TEST_POD_AUTH_MASTERS
+from .session_pods import TEST_MASTERS, TEST_POD_AUTH_MASTERS, authorization
 
 CRD = REPO / "crds/whatsappsessions.yaml"
 PEERING_CRD = REPO / "crds/kopf-peering.yaml"
@@ -182,4 +182,17 @@ def session_manifest(name: str, location: str, **spec: Any) -> str:
             "metadata": {"name": name},
             "spec": {"locationId": location, **spec},
         }
+    )
+
+
+def qr_of(pod_ip: str, location: str) -> str:
+    """The QR code the session pod at `pod_ip` offers, asked as the operator would."""
+    return wait_until(
+        lambda: (
+            requests.get(f"http://{pod_ip}:8093/qr", headers=authorization(location), timeout=3)
+            .json()
+            .get("qr")
+        ),
+        30,
+        "a QR from the session pod",
     )

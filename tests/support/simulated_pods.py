@@ -1,6 +1,7 @@
 """Session pods without browsers: Pod objects made Running with loopback IPs, and one
 aiohttp server (in a thread) speaking the session pod's /events protocol on each IP, so
-the operator can be watched at any number of locations.
+the operator can be watched at any number of locations. Each pod asks for its location's
+pod token, as a real one does.
 
 The server keeps each address's event history and resumes from Last-Event-ID, sends
 `: heartbeat` comments at the asked period, and can go silent (a half-open connection: no
@@ -20,6 +21,8 @@ from typing import Any
 from aiohttp import web
 from kubernetes import client, config
 
+from .session_pods import authorization
+
 SESSION_PORT = 8093  # the operator's default, the pods' containerPort "http"
 
 
@@ -31,16 +34,19 @@ def address(index: int, block: int = 77) -> str:
 
 @dataclass
 class SimulatedPod:
+    location: str
     events: list[dict[str, Any]] = field(default_factory=list)
     streams: set[asyncio.Queue[dict[str, Any] | None]] = field(default_factory=set)
     connects: list[tuple[float, int]] = field(default_factory=list)  # (time, Last-Event-ID)
     silent: bool = False
     refusing: bool = False
+    unauthorized: int = 0  # requests without this location's token
 
 
 class SimulatedPods:
-    def __init__(self, ips: list[str], port: int = SESSION_PORT) -> None:
-        self.pods = {ip: SimulatedPod() for ip in ips}
+    def __init__(self, locations: dict[str, str], port: int = SESSION_PORT) -> None:
+        """`locations`: the location of the pod at each IP."""
+        self.pods = {ip: SimulatedPod(location) for ip, location in locations.items()}
         self._port = port
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -110,6 +116,9 @@ class SimulatedPods:
     async def _events(self, request: web.BaseRequest) -> web.StreamResponse:
         ip = request.transport.get_extra_info("sockname")[0] if request.transport else ""
         pod = self.pods[ip]
+        if request.headers.get("Authorization") != authorization(pod.location)["Authorization"]:
+            pod.unauthorized += 1
+            return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
         if request.path != "/events":
             return web.Response(status=404)
         after = int(request.headers.get("Last-Event-ID") or 0)
