@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.support.import_rules import SOURCES, wrong_imports
+from tests.support.import_rules import SOURCES, undeclared_imports, wrong_imports
 from whatsapp_common import crd
 from whatsapp_common.event_types import EventType
 from whatsapp_common.states import ALL_PHASES, PHASE_OF_STATE, Phase, SessionState, phase_of
@@ -35,6 +35,21 @@ def test_a_planted_wrong_import_is_found(tmp_path: Path) -> None:
         ("router/whatsapp_router/api.py", "session_pod.config"),
         ("whatsapp_common/answers.py", "kopf"),
     }
+
+
+def test_every_program_imports_only_what_its_extra_installs() -> None:
+    """Each image installs one extra of pyproject.toml: a module the program imports, through
+    the shared package too, that its extra does not install fails only in the image."""
+    assert undeclared_imports(REPO) == []
+
+
+def test_an_undeclared_import_is_found(tmp_path: Path) -> None:
+    for folder in SOURCES.values():
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    pod_auth = tmp_path / "whatsapp_common/pod_auth.py"  # reached from the router's config
+    pod_auth.write_text(pod_auth.read_text() + "\nimport boto3\n")
+    assert undeclared_imports(tmp_path) == [("router", "boto3", "whatsapp_common.pod_auth")]
 
 
 def test_local_mode_imports_neither_kopf_nor_the_kubernetes_client() -> None:
