@@ -68,12 +68,11 @@ def create_app(settings: Settings) -> web.Application:
     )
 
     def to_outbox(event: SessionEvent) -> None:
-        if event.durable:
-            return
-        try:
-            outbox.enqueue(event.type, event.data)
-        except DeliveryDatabaseError as exc:
-            session.fail(f"webhook outbox unusable: {exc}")
+        if not event.durable:
+            outbox.enqueue_soon(event.type, event.data, outbox_failed)
+
+    def outbox_failed(exc: DeliveryDatabaseError) -> None:
+        session.fail(f"webhook outbox unusable: {exc}")
 
     bus.add_listener(lambda event: metrics.events.labels(event.type).inc())
     bus.add_listener(to_outbox)

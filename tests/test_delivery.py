@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -38,7 +39,9 @@ from session_pod.delivery import (
     sign,
     verify,
 )
+from session_pod.delivery.store import Database
 from session_pod.delivery.webhooks import rails_base_url
+from tests.support.database_faults import REFUSE_INSERTS, REPAIR
 from tests.support.processes import REPO, free_port
 
 SECRET = "s3cret"
@@ -203,6 +206,45 @@ def test_receiver_down_then_back_every_event_arrives_in_order(tmp_path: Path) ->
         assert first.payload["timestamp"].endswith("Z")
         assert (await outbox.stats()).pending == 0
         await outbox.stop()
+        await receiver.down()
+
+    run(scenario())
+
+
+def test_events_handed_to_the_writer_arrive_in_order_and_a_failed_write_is_said(
+    tmp_path: Path,
+) -> None:
+    """enqueue_soon: the loop goes on while the writer thread commits, in the order asked;
+    stop() first finishes what was handed over; a write SQLite refuses reaches on_error on the
+    loop (the pod turns it into `failed`), never silence."""
+
+    async def scenario() -> None:
+        receiver = Receiver()
+        await receiver.up()
+        outbox = Outbox(tmp_path / "pod.db", "13", settings(receiver))
+        outbox.start()
+        errors: list[tuple[DeliveryDatabaseError, bool]] = []
+        loop_thread = threading.get_ident()
+
+        def failed(error: DeliveryDatabaseError) -> None:
+            errors.append((error, threading.get_ident() == loop_thread))
+
+        for n in range(200):
+            outbox.enqueue_soon("message_ack", {"n": n, "ack": 2}, failed)
+        await until(lambda: len(receiver.delivered()) == 200)
+        assert [p["data"]["n"] for p in receiver.delivered()] == list(range(200))
+
+        # SQLite refuses the next inserts (as a full disk would): each is said, none is lost
+        # without a word, and the ones after the repair are stored again.
+        Database.of(tmp_path / "pod.db", REFUSE_INSERTS).close()
+        for n in range(3):
+            outbox.enqueue_soon("message_ack", {"n": 200 + n}, failed)
+        await until(lambda: len(errors) == 3)
+        assert all(on_loop and "disk full" in str(e) for e, on_loop in errors)
+        Database.of(tmp_path / "pod.db", REPAIR).close()
+        outbox.enqueue_soon("ready", {"phone": "5491100000000"}, failed)
+        await outbox.stop(drain_timeout=5)
+        assert receiver.delivered()[-1]["event"] == "ready" and len(errors) == 3
         await receiver.down()
 
     run(scenario())

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from session_pod.delivery.store import Database
 from session_pod.events import EventBus
 from session_pod.storage import BackupManager
+from tests.support.database_faults import REFUSE_INSERTS
 from tests.support.processes import wait_until
 from tests.support.session_pods import TEST_MASTERS, Double, SessionPod
 from whatsapp_common.objectstore import LocalStore
@@ -75,3 +77,21 @@ def test_one_failing_listener_does_not_keep_an_event_from_the_others() -> None:
         return seen
 
     assert asyncio.run(scenario()) == ["ready", "stream:ready"]
+
+
+@pytest.mark.slow
+def test_a_webhook_the_database_refuses_fails_the_session_and_liveness(
+    start_pod: StartPod, double: Double, tmp_path: Path
+) -> None:
+    """The event loop hands each webhook to the database's writer thread: when SQLite refuses
+    the write (as a full disk would), the session turns `failed` with the reason."""
+    data = tmp_path / "pod-52"
+    pod = start_pod("52", data, RAILS_APP_URL="http://127.0.0.1", RAILS_APP_PORT="9")
+    pod.wait_state("qr_required")
+    Database.of(data / "delivery.db", REFUSE_INSERTS).close()
+    double.control("POST", "/qr/rotate")  # a new QR code: a `qr` webhook to queue
+    status = pod.wait_state("failed", timeout=20)
+    assert "webhook outbox unusable" in status["last_error"], status
+    assert "disk full" in status["last_error"]
+    health = pod.get("/healthz")
+    assert health.status_code == 503 and "webhook outbox unusable" in health.json()["detail"]

@@ -10,12 +10,13 @@ is tried at once rather than after its stored backoff.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +29,7 @@ from whatsapp_common.logs import get_logger
 from whatsapp_common.tasks import cancel_and_wait
 
 from .sender import Outcome, post
-from .store import Database
+from .store import Database, DeliveryDatabaseError
 from .webhooks import WebhookSettings
 
 log = get_logger(__name__)
@@ -126,6 +127,30 @@ class Outbox:
         event_id = self._db.transact(lambda c: self.enqueue_in(c, event_type, data))
         self.notify()
         return event_id
+
+    def enqueue_soon(
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        on_error: Callable[[DeliveryDatabaseError], None],
+    ) -> None:
+        """`enqueue` for the event loop: the commit (an fsync, up to tens of ms on a busy
+        disk) happens on the database's writer thread, in the order of the calls, and the
+        loop goes on at once. A write that fails is handed to `on_error` on the loop; the
+        write is done by the time `stop` drains the queue."""
+        loop = asyncio.get_running_loop()
+
+        def written(future: concurrent.futures.Future[str | None]) -> None:
+            error = future.exception()
+            if isinstance(error, DeliveryDatabaseError):
+                with contextlib.suppress(RuntimeError):  # the loop is already closed
+                    loop.call_soon_threadsafe(on_error, error)
+            elif error is not None:
+                log.error("webhook not queued", event=event_type, error=repr(error))
+            else:
+                self.notify()
+
+        self._db.submit(lambda c: self.enqueue_in(c, event_type, data)).add_done_callback(written)
 
     def enqueue_in(
         self,
@@ -231,6 +256,7 @@ class Outbox:
     async def stop(self, drain_timeout: float = 0.0) -> None:
         """Stops the sender, first giving it up to `drain_timeout` seconds to empty the queue.
         An event in flight when it stops stays queued and is sent again on the next start."""
+        await asyncio.to_thread(self._db.flush)  # what enqueue_soon handed over is written
         sender = self._sender
         if sender is None:
             return

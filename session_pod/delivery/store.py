@@ -3,12 +3,14 @@
 The pod opens it once and every store (outbox, ledger, idempotency keys, inbox) uses that
 one connection, so a send's reservation, its ledger entry and its answer can be written in
 one transaction. The connection is shared by threads under a lock; async callers run
-statements in a worker thread so the event loop never waits on the disk.
+statements in a worker thread so the event loop never waits on the disk. Writes the loop does
+not wait for (`submit`) go through one writer thread, in the order they were submitted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -27,6 +29,7 @@ class Database:
         self.path = path
         self._conn = conn
         self._lock = threading.Lock()
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, "delivery-db-writer")
 
     @classmethod
     def open(cls, path: str | Path, schema: str) -> Database:
@@ -103,6 +106,17 @@ class Database:
         """`transact` in a worker thread."""
         return await asyncio.to_thread(self.transact, work)
 
+    def submit(self, work: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
+        """`transact` on the writer thread, after every write submitted before it; returns
+        at once (the future raises DeliveryDatabaseError if the write failed)."""
+        return self._writer.submit(self.transact, work)
+
+    def flush(self) -> None:
+        """Waits until every submitted write has been done."""
+        self._writer.submit(lambda: None).result()
+
     def close(self) -> None:
+        """Finishes the submitted writes, then closes the file."""
+        self._writer.shutdown(wait=True)
         with self._lock:
             self._conn.close()
