@@ -63,6 +63,7 @@ def create_app(settings: Settings) -> web.Application:
         MessageLedger(db),
         IdempotencyStore(db),
         inbox,
+        outbox,
         RateLimiter(settings.send_rate_per_minute),
         tasks,
     )

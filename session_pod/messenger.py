@@ -20,13 +20,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import sqlite3
 from typing import Any
 
 from whatsapp_common.event_types import EventType
 from whatsapp_common.logs import get_logger
 from whatsapp_common.states import SessionState
 
-from .delivery import AckWatchdog, IdempotencyStore, MessageLedger, MessageRecord, RateLimiter
+from .delivery import (
+    AckWatchdog,
+    DeliveryDatabaseError,
+    IdempotencyStore,
+    MessageLedger,
+    MessageRecord,
+    Outbox,
+    RateLimiter,
+)
 from .delivery.inbox import Inbox
 from .delivery.locks import KeyedLocks
 from .driver import DriverError
@@ -59,10 +68,12 @@ class Messenger:
         ledger: MessageLedger,
         idempotency: IdempotencyStore,
         inbox: Inbox,
+        outbox: Outbox,
         limiter: RateLimiter,
         tasks: Supervised,
     ) -> None:
         self.session = session
+        self.outbox = outbox
         self.ledger = ledger
         self.idempotency = idempotency
         self.inbox = inbox
@@ -287,18 +298,29 @@ class Messenger:
         await self.catch_up()
 
     def on_ack(self, wa_id: str, ack: int, chat: str | None) -> None:
-        """An ack from the page: into the ledger (through the watchdog), then the
-        `message_ack` event under the id /send_message answered with, whichever way WhatsApp
-        named the chat in the receipt; in the order the page reported them."""
+        """An ack from the page: into the ledger (through the watchdog) and its `message_ack`
+        webhook into the outbox in the same transaction (a crash cannot keep one without the
+        other), under the id /send_message answered with, whichever way WhatsApp named the
+        chat in the receipt; in the order the page reported them."""
         self._tasks.spawn("ack", self._record_ack(wa_id, ack, chat))
 
     async def _record_ack(self, wa_id: str, ack: int, chat: str | None) -> None:
+        data: dict[str, Any] = {}
+
+        def queue_webhook(c: sqlite3.Connection, record: MessageRecord | None) -> None:
+            data.update(id=record.id if record else wa_id, ack=ack, chat=chat)
+            if record is not None and record.id != wa_id:
+                data["whatsapp_id"] = wa_id
+            self.outbox.enqueue_in(c, EventType.MESSAGE_ACK, data)
+
         async with self._acks_in_order:
-            record = await self.watchdog.on_ack(wa_id, ack)
-        data: dict[str, Any] = {"id": record.id if record else wa_id, "ack": ack, "chat": chat}
-        if record is not None and record.id != wa_id:
-            data["whatsapp_id"] = wa_id
-        self.session.bus.publish(EventType.MESSAGE_ACK, data)
+            try:
+                await self.watchdog.on_ack(wa_id, ack, within=queue_webhook)
+            except DeliveryDatabaseError as exc:
+                self.session.fail(f"delivery database unusable: {exc}")
+                return
+        self.outbox.notify()
+        self.session.bus.publish(EventType.MESSAGE_ACK, data, durable=True)
 
     def on_event(self, event: SessionEvent) -> None:
         """Bus listener: a ready session resolves unfinished sends and catches up; one that

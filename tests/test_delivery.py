@@ -521,6 +521,32 @@ async def sent(
     return await ledger.db.run(work)
 
 
+def test_an_ack_and_its_webhook_are_stored_together_or_not_at_all(tmp_path: Path) -> None:
+    """The ack's webhook is queued in the ack's own transaction: a crash (here, the queueing
+    raising) cannot leave the ledger with an ack whose webhook Rails will never get."""
+
+    async def scenario() -> None:
+        db = Database.open(tmp_path / "pod.db", "")
+        ledger, outbox = MessageLedger(db), Outbox(db, "13", settings(Receiver()))
+        await sent(ledger, "m1", "5491100000000@c.us", "hello", ack=0)
+
+        def queue(c: Any, record: MessageRecord | None) -> None:
+            outbox.enqueue_in(c, "message_ack", {"id": record.id if record else "", "ack": 2})
+
+        def crash(c: Any, record: MessageRecord | None) -> None:
+            queue(c, record)
+            raise OSError("killed between the two writes")
+
+        with pytest.raises(OSError):
+            await ledger.record_ack("m1", 2, within=crash)
+        assert (await ledger.get("m1")).status == "pending"
+        assert (await outbox.stats()).pending == 0
+        assert (await ledger.record_ack("m1", 2, within=queue)).status == "received"
+        assert (await outbox.stats()).pending == 1
+
+    run(scenario())
+
+
 def test_ledger_statuses_follow_acks(tmp_path: Path) -> None:
     async def scenario() -> None:
         ledger = MessageLedger(tmp_path / "pod.db")

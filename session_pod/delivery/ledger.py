@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -275,26 +276,23 @@ class MessageLedger:
         return await self._db.run(work)
 
     async def record_ack(
-        self, wa_id: str, ack: int, at: float | None = None
+        self,
+        wa_id: str,
+        ack: int,
+        at: float | None = None,
+        within: Callable[[sqlite3.Connection, MessageRecord | None], None] | None = None,
     ) -> MessageRecord | None:
         """Stores an ack of any attempt; None when the id is not in the ledger. Acks only move
         the status forward, except FAILED on the current attempt of a message not yet received.
-        An ack >= SENT proves an attempt of unknown outcome reached WhatsApp."""
+        An ack >= SENT proves an attempt of unknown outcome reached WhatsApp. `within(c,
+        record)` runs in the same transaction (the ack's webhook is queued with it)."""
         when = time.time() if at is None else at
 
         def work(c: sqlite3.Connection) -> MessageRecord | None:
-            found = _find_attempt(c, wa_id)
-            if found is None:
-                return None
-            attempt, ledger_id = found
-            if ack >= ACK_SENT:
-                c.execute(
-                    "UPDATE message_ids SET outcome = 'sent'"
-                    " WHERE wa_id = ? AND outcome = 'unknown'",
-                    (attempt,),
-                )
-            _apply_ack(c, ledger_id, attempt, ack, when)
-            return _load(c, ledger_id)
+            record = _ack_in(c, wa_id, ack, when)
+            if within is not None:
+                within(c, record)
+            return record
 
         return await self._db.run(work)
 
@@ -458,3 +456,17 @@ def _load(c: sqlite3.Connection, ledger_id: str) -> MessageRecord:
         acks=tuple(AckEntry(*a) for a in acks),
         current_outcome=outcome,
     )
+
+
+def _ack_in(c: sqlite3.Connection, wa_id: str, ack: int, when: float) -> MessageRecord | None:
+    found = _find_attempt(c, wa_id)
+    if found is None:
+        return None
+    attempt, ledger_id = found
+    if ack >= ACK_SENT:
+        c.execute(
+            "UPDATE message_ids SET outcome = 'sent' WHERE wa_id = ? AND outcome = 'unknown'",
+            (attempt,),
+        )
+    _apply_ack(c, ledger_id, attempt, ack, when)
+    return _load(c, ledger_id)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -59,11 +60,17 @@ class AckWatchdog:
         self._emit = emit
         self._task: asyncio.Task[None] | None = None
 
-    async def on_ack(self, message_id: str, ack: int) -> MessageRecord | None:
+    async def on_ack(
+        self,
+        message_id: str,
+        ack: int,
+        within: Callable[[sqlite3.Connection, MessageRecord | None], None] | None = None,
+    ) -> MessageRecord | None:
         """Records an ack (call it for every message_ack event); emits message_failed when a
-        FAILED ack fails the message. None for a message not in the ledger."""
+        FAILED ack fails the message. None for a message not in the ledger. `within`: see
+        MessageLedger.record_ack."""
         before = await self.ledger.get(message_id) if ack == ACK_FAILED else None
-        record = await self.ledger.record_ack(message_id, ack)
+        record = await self.ledger.record_ack(message_id, ack, within=within)
         failed_now = before is not None and before.status != "failed"
         if failed_now and record is not None and record.status == "failed":
             log.warning("message failed", message_id=record.id, attempts=record.attempts)
