@@ -37,7 +37,7 @@ from session_pod.storage.profile import MARKER
 from session_pod.storage.retry import RetryPolicy
 from session_pod.storage.snapshot import origin_identifier, stable_copy
 from tests.support.s3 import SeaweedS3
-from tests.support.session_pods import TEST_MASTERS
+from tests.support.session_pods import TEST_MASTERS, location_keys
 from whatsapp_common.keys import KeyRing, NamedKey
 
 T = TypeVar("T")
@@ -724,8 +724,9 @@ def test_the_reencrypt_command_seals_old_versions_with_the_current_key(tmp_path:
     old = run(
         keyed(store, "whatsapp-sessions", "13", masters=OLD_MASTERS).backup(tmp_path / "p", ORIGIN)
     )
-    env = {
+    env = {  # the pod's environment, as `kubectl exec` gives it
         **os.environ,
+        **location_keys("13"),
         "LOCATION_ID": "13",
         "DATA_DIR": str(tmp_path / "data"),
         "LOCAL_BACKUP_DIR": str(tmp_path / "backups"),
