@@ -19,7 +19,6 @@ from .api import MESSENGER, METRICS, OUTBOX, SESSION, add_routes
 from .backup_schedule import BackupSchedule
 from .config import Settings
 from .delivery import (
-    DeliveryDatabaseError,
     IdempotencyStore,
     Inbox,
     MessageLedger,
@@ -45,10 +44,7 @@ def create_app(settings: Settings) -> web.Application:
     inbox = Inbox(db, outbox, lambda message: bus.publish(EventType.MESSAGE, message, durable=True))
 
     def on_message(message: dict[str, object]) -> None:
-        try:
-            inbox.accept(message)
-        except DeliveryDatabaseError as exc:
-            session.fail(f"delivery database unusable: {exc}")
+        inbox.accept(message, lambda exc: session.fail(f"delivery database unusable: {exc}"))
 
     session = Session(
         settings,
@@ -72,7 +68,7 @@ def create_app(settings: Settings) -> web.Application:
         if not event.durable:
             outbox.enqueue_soon(event.type, event.data, outbox_failed)
 
-    def outbox_failed(exc: DeliveryDatabaseError) -> None:
+    def outbox_failed(exc: Exception) -> None:
         session.fail(f"webhook outbox unusable: {exc}")
 
     bus.add_listener(lambda event: metrics.events.labels(event.type).inc())

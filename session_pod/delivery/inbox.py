@@ -85,15 +85,20 @@ class Inbox:
         """Whether messages reported by the page may move the high-water marks."""
         self._marks_follow_live = follow
 
-    def accept(self, message: dict[str, Any]) -> bool:
-        """Records a customer message and queues its webhook; False when it was known (or is
-        not a customer's). Synchronous: it runs in the page's event callback."""
+    def accept(self, message: dict[str, Any], on_error: Callable[[Exception], object]) -> None:
+        """Records a customer message and queues its webhook, on the database's writer thread
+        in the order the page reported them (the page's callback and the event loop go on at
+        once); announced once committed, unless it was known or is not a customer's. A
+        message lost before its commit (a crash) is found by the next catch-up: its chat's
+        mark moves only in that commit. A write that fails goes to `on_error`."""
         if not is_customer_message(message):
-            return False
+            return
         move = self._marks_follow_live
-        new = self._db.transact(lambda c: self._accept_in(c, message, move_mark=move))
-        self._announce([message] if new else [])
-        return new
+        self._db.write_soon(
+            lambda c: self._accept_in(c, message, move_mark=move),
+            lambda new: self._announce([message] if new else []),
+            on_error,
+        )
 
     async def accept_all(self, messages: Iterable[dict[str, Any]]) -> int:
         """`accept` for messages found by the catch-up, oldest first, in one transaction."""

@@ -10,7 +10,6 @@ is tried at once rather than after its stored backoff.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import sqlite3
@@ -29,7 +28,7 @@ from whatsapp_common.logs import get_logger
 from whatsapp_common.tasks import cancel_and_wait
 
 from .sender import Outcome, post
-from .store import Database, DeliveryDatabaseError
+from .store import Database
 from .webhooks import WebhookSettings
 
 log = get_logger(__name__)
@@ -129,28 +128,15 @@ class Outbox:
         return event_id
 
     def enqueue_soon(
-        self,
-        event_type: str,
-        data: dict[str, Any],
-        on_error: Callable[[DeliveryDatabaseError], None],
+        self, event_type: str, data: dict[str, Any], on_error: Callable[[Exception], object]
     ) -> None:
         """`enqueue` for the event loop: the commit (an fsync, up to tens of ms on a busy
         disk) happens on the database's writer thread, in the order of the calls, and the
         loop goes on at once. A write that fails is handed to `on_error` on the loop; the
         write is done by the time `stop` drains the queue."""
-        loop = asyncio.get_running_loop()
-
-        def written(future: concurrent.futures.Future[str | None]) -> None:
-            error = future.exception()
-            if isinstance(error, DeliveryDatabaseError):
-                with contextlib.suppress(RuntimeError):  # the loop is already closed
-                    loop.call_soon_threadsafe(on_error, error)
-            elif error is not None:
-                log.error("webhook not queued", event=event_type, error=repr(error))
-            else:
-                self.notify()
-
-        self._db.submit(lambda c: self.enqueue_in(c, event_type, data)).add_done_callback(written)
+        self._db.write_soon(
+            lambda c: self.enqueue_in(c, event_type, data), lambda _: self.notify(), on_error
+        )
 
     def enqueue_in(
         self,

@@ -4,13 +4,14 @@ The pod opens it once and every store (outbox, ledger, idempotency keys, inbox) 
 one connection, so a send's reservation, its ledger entry and its answer can be written in
 one transaction. The connection is shared by threads under a lock; async callers run
 statements in a worker thread so the event loop never waits on the disk. Writes the loop does
-not wait for (`submit`) go through one writer thread, in the order they were submitted.
+not wait for (`write_soon`) go through one writer thread, in the order they were handed over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -106,17 +107,34 @@ class Database:
         """`transact` in a worker thread."""
         return await asyncio.to_thread(self.transact, work)
 
-    def submit(self, work: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
-        """`transact` on the writer thread, after every write submitted before it; returns
-        at once (the future raises DeliveryDatabaseError if the write failed)."""
-        return self._writer.submit(self.transact, work)
+    def write_soon(
+        self,
+        work: Callable[[sqlite3.Connection], T],
+        then: Callable[[T], object],
+        on_error: Callable[[Exception], object],
+    ) -> None:
+        """`transact(work)` on the writer thread, after every write handed over before it;
+        the event loop goes on at once. Afterwards `then(result)`, or `on_error(error)` (a
+        DeliveryDatabaseError when SQLite refused), runs on the calling loop."""
+        loop = asyncio.get_running_loop()
+
+        def done(future: concurrent.futures.Future[T]) -> None:
+            error = future.exception()
+            if isinstance(error, Exception):
+                callback: Callable[[], object] = lambda: on_error(error)  # noqa: E731
+            else:
+                callback = lambda: then(future.result())  # noqa: E731
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(callback)
+
+        self._writer.submit(self.transact, work).add_done_callback(done)
 
     def flush(self) -> None:
-        """Waits until every submitted write has been done."""
+        """Waits until every write handed over has been done."""
         self._writer.submit(lambda: None).result()
 
     def close(self) -> None:
-        """Finishes the submitted writes, then closes the file."""
+        """Finishes the writes handed over, then closes the file."""
         self._writer.shutdown(wait=True)
         with self._lock:
             self._conn.close()
