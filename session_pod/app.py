@@ -8,6 +8,8 @@ closes the browser, takes the final backup, then lets the outbox drain briefly.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from whatsapp_common.bearer import bearer_auth
@@ -37,10 +39,18 @@ def create_app(settings: Settings) -> web.Application:
     """Raises DeliveryDatabaseError when the delivery database cannot be used."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     metrics = Metrics(settings.location_id)
-    bus = EventBus()
     tasks = Supervised(metrics)
     db = Database.open(settings.delivery_db, "")
     outbox = Outbox(db, settings.location_id, settings.webhooks)
+
+    def journal(event: SessionEvent, stored: Callable[[], None]) -> None:
+        def failed(exc: Exception) -> None:
+            session.fail(f"webhook outbox unusable: {exc}")
+            stored()  # the event happened; streams see it, with the failure after it
+
+        outbox.enqueue_soon(event.type, event.data, failed, stored)
+
+    bus = EventBus(journal=journal)
     inbox = Inbox(db, outbox, lambda message: bus.publish(EventType.MESSAGE, message, durable=True))
 
     def on_message(message: dict[str, object]) -> None:
@@ -64,15 +74,7 @@ def create_app(settings: Settings) -> web.Application:
         tasks,
     )
 
-    def to_outbox(event: SessionEvent) -> None:
-        if not event.durable:
-            outbox.enqueue_soon(event.type, event.data, outbox_failed)
-
-    def outbox_failed(exc: Exception) -> None:
-        session.fail(f"webhook outbox unusable: {exc}")
-
     bus.add_listener(lambda event: metrics.events.labels(event.type).inc())
-    bus.add_listener(to_outbox)
     bus.add_listener(messenger.on_event)
 
     authenticated = bearer_auth(

@@ -1,6 +1,10 @@
 """In-process event bus: every state change and WhatsApp event, fanned out to /events streams.
 
-Events keep a bounded history so a reconnecting SSE client can resume with Last-Event-ID.
+Listeners (metrics, the messenger) see an event at once. Streams see it once it is durable:
+its webhook stored by the journal (the outbox, on the database's writer thread) or by whoever
+published it; so whatever a stream (the operator) saw, Rails gets, even after a kill -9.
+Events are numbered as streams see them and keep a bounded history, so a reconnecting SSE
+client can resume with Last-Event-ID.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import itertools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from whatsapp_common.logs import get_logger
@@ -27,14 +31,22 @@ class SessionEvent:
     type: str
     data: dict[str, Any]
     at: float = field(default_factory=time.time)
-    durable: bool = False  # already in the webhook outbox (a customer message)
+    durable: bool = False  # already in the webhook outbox (a customer message, an ack)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "at": self.at, "data": self.data}
 
 
+# journal(event, stored): store the event's webhook, then call `stored()` on the event loop
+# (also when storing failed: the event still happened).
+Journal = Callable[[SessionEvent, Callable[[], None]], None]
+
+
 class EventBus:
-    def __init__(self, history: int = 200, subscriber_queue: int = 1000) -> None:
+    def __init__(
+        self, history: int = 200, subscriber_queue: int = 1000, journal: Journal | None = None
+    ) -> None:
+        self._journal = journal
         self._ids = itertools.count(1)
         self._history: deque[SessionEvent] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[SessionEvent | None]] = set()
@@ -43,23 +55,32 @@ class EventBus:
         self._listeners: list[Callable[[SessionEvent], None]] = []
 
     def add_listener(self, listener: Callable[[SessionEvent], None]) -> None:
-        """Called synchronously for every event, before any stream sees it."""
+        """Called synchronously for every event, before any stream sees it (its id is 0:
+        events are numbered when streams see them)."""
         self._listeners.append(listener)
 
     def publish(
         self, type_: str, data: dict[str, Any] | None = None, durable: bool = False
-    ) -> SessionEvent:
-        """`durable`: the event's webhook was queued by whoever publishes it."""
-        event = SessionEvent(next(self._ids), type_, data or {}, durable=durable)
-        self._history.append(event)
-        safe = {k: ("<redacted>" if k in SECRET_KEYS else v) for k, v in event.data.items()}
-        log.info("event", event=type_, event_id=event.id, data=safe)
+    ) -> None:
+        """`durable`: the event's webhook was stored by whoever publishes it; otherwise the
+        journal stores it before any stream sees the event."""
+        event = SessionEvent(0, type_, data or {}, durable=durable)
         for listener in self._listeners:
             try:
                 listener(event)
             except Exception:
                 # One broken listener must not keep the event from the others and the streams.
-                log.exception("event listener failed", event=type_, event_id=event.id)
+                log.exception("event listener failed", event=type_)
+        if durable or self._journal is None:
+            self._fan_out(event)
+        else:
+            self._journal(event, lambda: self._fan_out(event))
+
+    def _fan_out(self, event: SessionEvent) -> None:
+        event = replace(event, id=next(self._ids))
+        self._history.append(event)
+        safe = {k: ("<redacted>" if k in SECRET_KEYS else v) for k, v in event.data.items()}
+        log.info("event", event=event.type, event_id=event.id, data=safe)
         for queue in list(self._subscribers):
             try:
                 queue.put_nowait(event)

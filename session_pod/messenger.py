@@ -29,7 +29,6 @@ from whatsapp_common.states import SessionState
 
 from .delivery import (
     AckWatchdog,
-    DeliveryDatabaseError,
     IdempotencyStore,
     MessageLedger,
     MessageRecord,
@@ -313,12 +312,8 @@ class Messenger:
                 data["whatsapp_id"] = wa_id
             self.outbox.enqueue_in(c, EventType.MESSAGE_ACK, data)
 
-        async with self._acks_in_order:
-            try:
-                await self.watchdog.on_ack(wa_id, ack, within=queue_webhook)
-            except DeliveryDatabaseError as exc:
-                self.session.fail(f"delivery database unusable: {exc}")
-                return
+        async with self._acks_in_order:  # a write that fails is a failed "ack" task
+            await self.watchdog.on_ack(wa_id, ack, within=queue_webhook)
         self.outbox.notify()
         self.session.bus.publish(EventType.MESSAGE_ACK, data, durable=True)
 

@@ -128,15 +128,22 @@ class Outbox:
         return event_id
 
     def enqueue_soon(
-        self, event_type: str, data: dict[str, Any], on_error: Callable[[Exception], object]
+        self,
+        event_type: str,
+        data: dict[str, Any],
+        on_error: Callable[[Exception], object],
+        stored: Callable[[], object] = lambda: None,
     ) -> None:
         """`enqueue` for the event loop: the commit (an fsync, up to tens of ms on a busy
         disk) happens on the database's writer thread, in the order of the calls, and the
-        loop goes on at once. A write that fails is handed to `on_error` on the loop; the
+        loop goes on at once; then `stored()`, or `on_error(error)`, runs on the loop. The
         write is done by the time `stop` drains the queue."""
-        self._db.write_soon(
-            lambda c: self.enqueue_in(c, event_type, data), lambda _: self.notify(), on_error
-        )
+
+        def committed(_: object) -> None:
+            self.notify()
+            stored()
+
+        self._db.write_soon(lambda c: self.enqueue_in(c, event_type, data), committed, on_error)
 
     def enqueue_in(
         self,
