@@ -149,10 +149,19 @@ class Messenger:
         return await self._conclude(record, wa_id, sent.result, sent.ack, text)
 
     async def _conclude(
-        self, record: MessageRecord, wa_id: str, result: str | None, ack: int | None, text: str
+        self,
+        record: MessageRecord,
+        wa_id: str,
+        result: str | None,
+        ack: int | None,
+        text: str,
+        found: bool = False,
     ) -> dict[str, Any]:
         """The attempt's outcome, the key's answer and the ledger in one transaction.
-        `result` None: WhatsApp Web holds the message in its queue (offline)."""
+        `result` None: WhatsApp Web holds the message in its queue (offline). `found`: the
+        outcome was looked up after a crash; its ack came with no event (the page that saw
+        the receipts is gone), so its webhook is queued here."""
+        ack_webhook: dict[str, Any] = {}
         if result not in (None, "OK"):
             log.warning("WhatsApp refused the message", message_id=wa_id, result=result)
             answer = failure(result, record.id)
@@ -165,11 +174,15 @@ class Messenger:
                 self.ledger.must_deliver_in(c, wa_id)
             else:
                 self.ledger.finish_in(c, wa_id, "sent" if result == "OK" else "failed", ack, result)
+            if found and ack is not None and ack >= 1:
+                ack_webhook.update(self._ack_webhook_in(c, record.id, wa_id, ack, record.chat))
             key = self.idempotency.message_of(c, record.id)
             if key is not None:
                 self.idempotency.complete_in(c, key, answer)
 
         await self._db.run(finish)
+        if ack_webhook:
+            self._announce_ack(ack_webhook)
         outcome = "queued" if result is None else "sent" if result == "OK" else "failed"
         self.session.metrics.send_outcomes.labels(outcome).inc()
         return answer
@@ -215,7 +228,7 @@ class Messenger:
             if found is not None:
                 log.info("unfinished send found in WhatsApp", message_id=wa_id)
                 return await self._conclude(
-                    record, wa_id, "OK", found.get("ack"), found.get("body") or ""
+                    record, wa_id, "OK", found.get("ack"), found.get("body") or "", found=True
                 )
             if must_deliver and record.body is not None:
                 log.info("unfinished send not in WhatsApp: sending it now", message_id=wa_id)
@@ -274,7 +287,7 @@ class Messenger:
             message = await self.session.find_message(record.current_id)
             ack = None if message is None else message.get("ack")
             if ack is not None and ack >= 1 and (record.ack is None or ack > record.ack):
-                await self.watchdog.on_ack(record.current_id, ack)
+                await self._record_ack(record.current_id, ack, record.chat)
                 acks += 1
         if queued or acks:
             log.info("caught up after a start", messages=queued, acks=acks)
@@ -304,16 +317,28 @@ class Messenger:
         self._tasks.spawn("ack", self._record_ack(wa_id, ack, chat))
 
     async def _record_ack(self, wa_id: str, ack: int, chat: str | None) -> None:
+        """The page's acks and those the catch-up finds (acks the events did not bring)."""
         data: dict[str, Any] = {}
 
         def queue_webhook(c: sqlite3.Connection, record: MessageRecord | None) -> None:
-            data.update(id=record.id if record else wa_id, ack=ack, chat=chat)
-            if record is not None and record.id != wa_id:
-                data["whatsapp_id"] = wa_id
-            self.outbox.enqueue_in(c, EventType.MESSAGE_ACK, data)
+            data.update(self._ack_webhook_in(c, record.id if record else wa_id, wa_id, ack, chat))
 
         async with self._acks_in_order:  # a write that fails is a failed "ack" task
             await self.watchdog.on_ack(wa_id, ack, within=queue_webhook)
+        self._announce_ack(data)
+
+    def _ack_webhook_in(
+        self, c: sqlite3.Connection, message_id: str, wa_id: str, ack: int, chat: str | None
+    ) -> dict[str, Any]:
+        """Queues the `message_ack` webhook in the caller's transaction (the one that records
+        the ack: a crash cannot keep one without the other); returns its data."""
+        data: dict[str, Any] = {"id": message_id, "ack": ack, "chat": chat}
+        if message_id != wa_id:
+            data["whatsapp_id"] = wa_id
+        self.outbox.enqueue_in(c, EventType.MESSAGE_ACK, data)
+        return data
+
+    def _announce_ack(self, data: dict[str, Any]) -> None:
         self.outbox.notify()
         self.session.bus.publish(EventType.MESSAGE_ACK, data, durable=True)
 

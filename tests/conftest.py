@@ -21,7 +21,7 @@ from tests.support.real_node import (
     node_binaries,
 )
 from tests.support.s3 import SeaweedS3
-from tests.support.session_pods import Double, SessionPod, start_double
+from tests.support.session_pods import Double, SessionPod, new_phone, start_double
 from tests.support.test_node import TestNode
 
 
@@ -43,6 +43,31 @@ def start_pod(double: Double, tmp_path: Path) -> Iterator[Callable[..., SessionP
         return pod
 
     yield start
+    for pod in pods:
+        pod.stop()
+
+
+@pytest.fixture(scope="module")
+def phone() -> str:
+    """The business phone of the module's linked pod (the double is shared by every test)."""
+    return new_phone()
+
+
+@pytest.fixture(scope="module")
+def link_pod(
+    double: Double, phone: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[..., SessionPod]]:
+    """Starts a session pod for the whole module and links it (QR -> scan -> ready) with
+    `phone`; stopped after the module's last test."""
+    pods: list[SessionPod] = []
+
+    def link(location: str, **env: str) -> SessionPod:
+        pod = SessionPod(location, tmp_path_factory.mktemp("linked") / "pod", double, env)
+        pods.append(pod)
+        pod.link(double, phone)
+        return pod
+
+    yield link
     for pod in pods:
         pod.stop()
 

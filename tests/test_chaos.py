@@ -9,22 +9,22 @@ letter, and every session is Ready again."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from tests.support.control_plane import ControlPlane
+from tests.support.job_queue import JobQueue
 from tests.support.operator import (
     OperatorProcess,
     operator_namespace,
@@ -96,61 +96,20 @@ class Fleet:
                 self.routers.append(router)
 
 
-@dataclass
-class Rails:
-    """Sends with keys through the routers, each key again until a 200 (a job queue)."""
+def rails_sending_through(fleet: Fleet, customers: dict[str, str]) -> JobQueue:
+    """Rails: one client per location, each try of a key on the next router replica."""
+    tries = itertools.count()
 
-    fleet: Fleet
-    customers: dict[str, str]
-    keys: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (location, text)
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def send(location: str, key: str, text: str) -> requests.Response:
+        body = {"location_identifier": location, "receiver_phone": customers[location]}
+        return requests.post(
+            f"{fleet.router(next(tries)).url}/send_message",
+            json={**body, "message": text},
+            headers={"Authorization": f"Bearer {RAILS_TOKEN}", "Idempotency-Key": key},
+            timeout=30,
+        )
 
-    def client(self, location: str) -> None:
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            key = f"{location}-{n}"
-            text = f"{location} turno {n} {uuid.uuid4().hex[:6]}"
-            with self.lock:
-                self.keys[key] = (location, text)
-            self.answer(key, until=self.stop)
-
-    def answer(self, key: str, until: threading.Event) -> None:
-        location, text = self.keys[key]
-        body = {
-            "location_identifier": location,
-            "receiver_phone": self.customers[location],
-            "message": text,
-        }
-        attempt = 0
-        while not until.is_set():
-            attempt += 1
-            router = self.fleet.router(attempt)
-            try:
-                response = requests.post(
-                    f"{router.url}/send_message",
-                    json=body,
-                    headers={"Authorization": f"Bearer {RAILS_TOKEN}", "Idempotency-Key": key},
-                    timeout=30,
-                )
-            except requests.RequestException:
-                response = None
-            if response is not None and response.status_code == 200:
-                with self.lock:
-                    self.answers[key] = response.json()
-                return
-            time.sleep(0.3)
-
-    def finish(self, seconds: float) -> None:
-        deadline = threading.Event()
-        timer = threading.Timer(seconds, deadline.set)
-        timer.start()
-        for key in list(self.keys):
-            if key not in self.answers:
-                self.answer(key, until=deadline)
-        timer.cancel()
+    return JobQueue(send)
 
 
 def chaos(fleet: Fleet, seconds: float, rng: random.Random) -> None:
@@ -218,7 +177,7 @@ def test_sends_survive_chaos_across_operator_router_pods_and_s3(
         fleet.start_router(1)
         try:
             phones, customers = link_all(fleet, double)
-            rails = Rails(fleet, customers)
+            rails = rails_sending_through(fleet, customers)
             started = time.monotonic()
             clients = [threading.Thread(target=rails.client, args=(loc,)) for loc in LOCATIONS]
             for client in clients:
@@ -258,7 +217,7 @@ def link_all(fleet: Fleet, double: Double) -> tuple[dict[str, str], dict[str, st
 
 def check(
     fleet: Fleet,
-    rails: Rails,
+    rails: JobQueue,
     double: Double,
     phones: dict[str, str],
     receiver: RailsReceiver,
@@ -276,8 +235,8 @@ def check(
             if message["fromMe"]:
                 deliveries[message["body"]] += message["deliveries"]
     unanswered = [key for key in rails.keys if key not in rails.answers]
-    duplicates = [key for key, (_, text) in rails.keys.items() if deliveries[text] > 1]
-    lost = [key for key in rails.answers if deliveries[rails.keys[key][1]] == 0]
+    duplicates = [key for key in rails.keys if deliveries[rails.text(key)] > 1]
+    lost = [key for key in rails.answers if deliveries[rails.text(key)] == 0]
     assert (unanswered, duplicates, lost) == ([], [], []), (unanswered, duplicates, lost)
 
     # Every answered send is in its pod's ledger; every ack it holds reached Rails.
@@ -295,11 +254,15 @@ def check(
         assert found.status_code == 200, (key, found.text)
         records[answer["id"]] = found.json()
     proven = {i: STATUS[r["status"]] for i, r in records.items() if r["status"] in STATUS}
-    wait_until(
-        lambda: all(acks_at_rails().get(i, 0) >= ack for i, ack in proven.items()),
-        60,
-        "the ack webhooks of every ack in the ledgers",
-    )
+
+    def missing() -> dict[str, Any]:
+        at_rails = acks_at_rails()
+        return {i: records[i] for i, ack in proven.items() if at_rails.get(i, 0) < ack}
+
+    deadline = time.monotonic() + 60
+    while missing() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert missing() == {}, f"acks in the ledgers that Rails never got: {missing()}"
     for location in LOCATIONS:
         failed = requests.get(
             f"{fleet.pod_url(location)}/webhooks/failed",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -72,23 +72,8 @@ def strangers() -> dict[str, dict[str, str]]:
 
 
 @pytest.fixture(scope="module")
-def phone() -> str:
-    return new_phone()
-
-
-@pytest.fixture(scope="module")
-def pod(
-    double: Double, phone: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SessionPod]:
-    pod = SessionPod(
-        LOCATION,
-        tmp_path_factory.mktemp("auth") / "pod",
-        double,
-        {"METRICS_TOKENS": f"prometheus:{SCRAPE_TOKEN}"},
-    )
-    pod.link(double, phone)
-    yield pod
-    pod.stop()
+def pod(link_pod: Callable[..., SessionPod]) -> SessionPod:
+    return link_pod(LOCATION, METRICS_TOKENS=f"prometheus:{SCRAPE_TOKEN}")
 
 
 def test_the_list_of_guarded_endpoints_is_every_route_but_the_probes() -> None:

@@ -12,9 +12,7 @@ import shutil
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import psutil
 import pytest
 import requests
 
+from tests.support.job_queue import JobQueue
 from tests.support.processes import wait_until
 from tests.support.rails import RailsReceiver
 from tests.support.session_pods import Double, SessionPod, new_phone
@@ -171,76 +170,37 @@ def test_a_message_the_page_took_before_a_crash_still_reaches_rails(
 # --- chaos -------------------------------------------------------------------------------
 
 
-@dataclass
-class SendChaos:
-    pod: Callable[[], SessionPod]  # the pod as it runs now (a killed pod is restarted)
-    customer: str
-    keys: dict[str, str] = field(default_factory=dict)  # key -> message text
-    answers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    last: dict[str, str] = field(default_factory=dict)  # key -> the last answer that was no 200
-    stop: threading.Event = field(default_factory=threading.Event)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def client(self, name: str) -> None:
-        n = 0
-        while not self.stop.is_set():
-            n += 1
-            key, text = f"{name}-{n}", f"{name} mensaje {n} {uuid.uuid4().hex[:6]}"
-            with self.lock:
-                self.keys[key] = text
-            self.answer(key, text, until=self.stop)
-
-    def answer(self, key: str, text: str, until: threading.Event | None = None) -> None:
-        while until is None or not until.is_set():
-            try:
-                response = send(self.pod(), self.customer, text, key)
-            except requests.RequestException:
-                response = None
-            if response is not None and response.status_code == 200:
-                with self.lock:
-                    self.answers[key] = response.json()
-                return
-            self.last[key] = "no answer" if response is None else response.text
-            time.sleep(0.3)
-
-    def finish(self) -> None:
-        """Every key is retried until it is answered, as Rails' job queue would."""
-        for key, text in list(self.keys.items()):
-            if key not in self.answers:
-                deadline = threading.Event()
-                threading.Timer(90, deadline.set).start()
-                self.answer(key, text, until=deadline)
-
-
 def chromium_browsers(pod: SessionPod) -> list[psutil.Process]:
     """The pod's browser process (the one without --type=): killing it kills its renderers."""
     children = psutil.Process(pod.program.pid).children(recursive=True)
     return [p for p in children if "chrom" in p.name() and "--type=" not in " ".join(p.cmdline())]
 
 
-def check_sends(chaos: SendChaos, double: Double, phone: str) -> dict[str, int]:
+def check_sends(
+    chaos: JobQueue, pod: Callable[[], SessionPod], double: Double, phone: str
+) -> dict[str, int]:
     taken = [m for m in double.phone(phone)["messages"] if m["fromMe"]]
     by_text: dict[str, int] = {}
     for message in taken:
         by_text[message["body"]] = by_text.get(message["body"], 0) + message["deliveries"]
     keys = chaos.keys
-    duplicates = sum(1 for text in keys.values() if by_text.get(text, 0) > 1)
+    duplicates = sum(1 for key in keys if by_text.get(chaos.text(key), 0) > 1)
     unanswered = [k for k in keys if k not in chaos.answers]
-    lost = [k for k, a in chaos.answers.items() if by_text.get(keys[k], 0) == 0]
+    lost = [k for k in chaos.answers if by_text.get(chaos.text(k), 0) == 0]
     figures = {"keys": len(keys), "messages": len(taken), "duplicates": duplicates}
     print(f"send chaos: {figures}, unanswered {len(unanswered)}, lost {len(lost)}")
     for key in unanswered:
         print(f"unanswered {key}: {chaos.last.get(key)}")
     assert duplicates == 0
-    assert unanswered == [], f"{chaos.pod().status()}\n{chaos.pod().program.log_tail(60)}"
+    assert unanswered == [], f"{pod().status()}\n{pod().program.log_tail(60)}"
     assert lost == []
     return figures
 
 
 def run_send_chaos(
     pod: Callable[[], SessionPod], customer: str, seconds: float, kill: Callable[[], None]
-) -> SendChaos:
-    chaos = SendChaos(pod, customer)
+) -> JobQueue:
+    chaos = JobQueue(lambda _, key, text: send(pod(), customer, text, key))
     clients = [threading.Thread(target=chaos.client, args=(f"c{i}",)) for i in range(4)]
     for client in clients:
         client.start()
@@ -254,7 +214,7 @@ def run_send_chaos(
     chaos.stop.set()
     for client in clients:
         client.join(120)
-    chaos.finish()
+    chaos.finish(180)
     print(f"send chaos: {kills} kills in {seconds:.0f}s")
     return chaos
 
@@ -269,7 +229,7 @@ def test_chaos_sends_while_the_browser_is_killed(
             browser.kill()
 
     chaos = run_send_chaos(lambda: pod, customer, 30, kill_browser)
-    figures = check_sends(chaos, double, phone)
+    figures = check_sends(chaos, lambda: pod, double, phone)
     assert figures["keys"] >= 20
 
 
@@ -286,7 +246,7 @@ def test_chaos_sends_while_the_whole_pod_is_killed(
         current.append(start_pod("42", data, **FAST))
 
     chaos = run_send_chaos(lambda: current[-1], customer, 30, kill_pod)
-    figures = check_sends(chaos, double, phone)
+    figures = check_sends(chaos, lambda: current[-1], double, phone)
     assert figures["keys"] >= 10
 
 

@@ -3,7 +3,7 @@ session, shared by the tests of this module (QR -> scan -> ready happens once)."
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -15,18 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def phone() -> str:
-    return new_phone()
-
-
-@pytest.fixture(scope="module")
-def pod(
-    double: Double, phone: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SessionPod]:
-    pod = SessionPod("13", tmp_path_factory.mktemp("linked") / "pod", double)
-    pod.link(double, phone)
-    yield pod
-    pod.stop()
+def pod(link_pod: Callable[..., SessionPod]) -> SessionPod:
+    return link_pod("13")
 
 
 def test_qr_scan_ready_emits_the_seed_events(pod: SessionPod, phone: str) -> None:

@@ -34,18 +34,8 @@ def rails() -> Iterator[RailsReceiver]:
 
 
 @pytest.fixture(scope="module")
-def phone() -> str:
-    return new_phone()
-
-
-@pytest.fixture(scope="module")
-def pod(
-    double: Double, phone: str, rails: RailsReceiver, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[SessionPod]:
-    pod = SessionPod("13", tmp_path_factory.mktemp("wajs") / "pod", double, rails.env(SECRET))
-    pod.link(double, phone)
-    yield pod
-    pod.stop()
+def pod(link_pod: Callable[..., SessionPod], rails: RailsReceiver) -> SessionPod:
+    return link_pod("13", **rails.env(SECRET))
 
 
 def send(pod: SessionPod, receiver: str, text: str, **headers: str) -> requests.Response:
