@@ -109,7 +109,24 @@ class BackupSchedule:
     def session_ready(self, sync_finished: SyncFinished) -> None:
         """Backs up after the initial sync, then periodically, for as long as it is ready."""
         if self._while_ready is None or self._while_ready.done():
-            self._while_ready = asyncio.create_task(self._back_up_while_ready(sync_finished))
+            task = asyncio.create_task(self._back_up_while_ready(sync_finished))
+            task.add_done_callback(lambda done: self._schedule_ended(done, sync_finished))
+            self._while_ready = task
+
+    def _schedule_ended(self, task: asyncio.Task[None], sync_finished: SyncFinished) -> None:
+        """The schedule ends only when cancelled; one that broke on an error nobody foresaw
+        is said (log, `backup_failed`, counted) and started again after an interval."""
+        if task.cancelled() or (error := task.exception()) is None:
+            return
+        log.error("backup schedule failed; starting it again", error=repr(error))
+        self._bus.publish(EventType.BACKUP_FAILED, {"trigger": "schedule", "error": repr(error)})
+
+        def again() -> None:
+            if self._while_ready is task:  # still ready, not stopped meanwhile
+                self._while_ready = None
+                self.session_ready(sync_finished)
+
+        asyncio.get_running_loop().call_later(self._settings.storage.interval_seconds, again)
 
     def session_not_ready(self) -> None:
         """Stops the schedule; an upload cut short leaves no manifest, so it never counts."""

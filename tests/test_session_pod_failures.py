@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from session_pod.backup_schedule import BackupSchedule
+from session_pod.config import Settings
 from session_pod.delivery.store import Database
 from session_pod.events import EventBus
 from session_pod.storage import BackupManager
 from tests.support.database_faults import REFUSE_INSERTS
 from tests.support.processes import wait_until
-from tests.support.session_pods import TEST_MASTERS, Double, SessionPod
+from tests.support.session_pods import TEST_MASTERS, Double, SessionPod, location_keys
 from whatsapp_common.objectstore import LocalStore
 
 StartPod = Callable[..., SessionPod]
@@ -95,3 +97,44 @@ def test_a_webhook_the_database_refuses_fails_the_session_and_liveness(
     assert "disk full" in status["last_error"]
     health = pod.get("/healthz")
     assert health.status_code == 503 and "webhook outbox unusable" in health.json()["detail"]
+
+
+def test_a_backup_schedule_broken_by_an_unforeseen_error_is_said_and_started_again(
+    tmp_path: Path,
+) -> None:
+    """Not a store or snapshot error (those are reported by the backup itself): a bug. The
+    periodic backups must not stop without a word while the session stays ready."""
+    env = {
+        **location_keys("53"),
+        "LOCATION_ID": "53",
+        "DATA_DIR": str(tmp_path / "data"),
+        "BACKUP_INTERVAL_SECONDS": "1",
+    }
+    seen: list[dict[str, object]] = []
+
+    async def scenario() -> int:
+        bus = EventBus()
+        bus.add_listener(
+            lambda event: seen.append(event.data) if event.type == "backup_failed" else None
+        )
+        schedule = BackupSchedule(Settings.from_env(env), bus)
+        calls = 0
+
+        async def broken_backup(*_: object) -> None:
+            nonlocal calls
+            calls += 1
+            raise RuntimeError("a bug in the backup")
+
+        schedule._manager.backup = broken_backup  # type: ignore[method-assign]
+
+        async def finished() -> bool:
+            return True
+
+        schedule.session_ready(finished)
+        await asyncio.sleep(1.6)  # the first run breaks at once, the second after 1 s
+        schedule.session_not_ready()
+        return calls
+
+    assert asyncio.run(scenario()) == 2
+    assert [e["trigger"] for e in seen] == ["schedule", "schedule"]
+    assert all("a bug in the backup" in str(e["error"]) for e in seen)
