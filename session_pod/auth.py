@@ -6,10 +6,9 @@ again when the kubelet updates them, so a rotation needs no restart."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
-from whatsapp_common.bearer import Token, TokenSet, parse_tokens
-from whatsapp_common.envvars import ConfigError, env_first
+from whatsapp_common.bearer import Token, TokenSet, tokens_from_env
+from whatsapp_common.envvars import ConfigError
 from whatsapp_common.keys import KeyRing
 from whatsapp_common.pod_auth import pod_tokens, ring_source
 
@@ -50,11 +49,7 @@ class PodAuth:
 
 
 def _scrape_tokens(env: Mapping[str, str]) -> TokenSet | None:
-    listed, file = env_first(env, "METRICS_TOKENS"), env_first(env, "METRICS_TOKENS_FILE")
-    if listed is None and file is None:
-        return None
     try:
-        fixed = parse_tokens(listed, "METRICS_TOKENS") if listed else ()
-        return TokenSet(fixed, Path(file) if file else None, "METRICS_TOKENS_FILE")
+        return tokens_from_env(env, "METRICS_TOKENS")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None

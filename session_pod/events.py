@@ -31,7 +31,6 @@ class SessionEvent:
     type: str
     data: dict[str, Any]
     at: float = field(default_factory=time.time)
-    durable: bool = False  # already in the webhook outbox (a customer message, an ack)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "at": self.at, "data": self.data}
@@ -64,7 +63,7 @@ class EventBus:
     ) -> None:
         """`durable`: the event's webhook was stored by whoever publishes it; otherwise the
         journal stores it before any stream sees the event."""
-        event = SessionEvent(0, type_, data or {}, durable=durable)
+        event = SessionEvent(0, type_, data or {})
         for listener in self._listeners:
             try:
                 listener(event)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import Counter
 
 from .answers import ApiError
+from .envvars import env_first
 from .logs import get_logger
 from .middleware import Handler, Middleware
 from .named_entries import named_entries
@@ -99,6 +100,18 @@ class TokenSet:
 
     def current(self) -> tuple[Token, ...]:
         return self._fixed + (self._file.current() if self._file is not None else ())
+
+
+def tokens_from_env(
+    env: Mapping[str, str], name: str, fixed: tuple[Token, ...] = ()
+) -> TokenSet | None:
+    """`fixed`, the tokens listed in `name` (`name:token,...`) and those of the file
+    `<name>_FILE` (read again when it changes); None when there are none. Raises ValueError."""
+    listed, file = env_first(env, name), env_first(env, f"{name}_FILE")
+    tokens = fixed + (parse_tokens(listed, name) if listed else ())
+    if not tokens and file is None:
+        return None
+    return TokenSet(tokens, Path(file) if file else None, f"{name}_FILE")
 
 
 def matching(given: str, tokens: Iterable[Token]) -> Token | None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from whatsapp_common.bearer import MIN_TOKEN_CHARS, Token, TokenSet, parse_tokens
+from whatsapp_common.bearer import MIN_TOKEN_CHARS, Token, TokenSet, tokens_from_env
 from whatsapp_common.envvars import ConfigError, env_first, env_int, env_number
 from whatsapp_common.pod_auth import MasterKeys, master_keys
 
@@ -57,23 +56,21 @@ class RouterSettings:
 def _tokens(env: Mapping[str, str]) -> TokenSet:
     """ROUTER_TOKEN (named `default`), ROUTER_TOKENS (name:token,...) and ROUTER_TOKENS_FILE
     (the same form, read again when it changes): at least one."""
-    fixed: list[Token] = []
+    fixed: tuple[Token, ...] = ()
     if (token := env_first(env, "ROUTER_TOKEN")) is not None:
         if len(token) < MIN_TOKEN_CHARS:
             raise ConfigError(f"ROUTER_TOKEN must have at least {MIN_TOKEN_CHARS} characters")
-        fixed.append(Token("default", token))
-    file = env_first(env, "ROUTER_TOKENS_FILE")
+        fixed = (Token("default", token),)
     try:
-        if (listed := env_first(env, "ROUTER_TOKENS")) is not None:
-            fixed += parse_tokens(listed, "ROUTER_TOKENS")
-        if not fixed and file is None:
-            raise ValueError(
-                "ROUTER_TOKEN, ROUTER_TOKENS or ROUTER_TOKENS_FILE is required (tokens of at"
-                f" least {MIN_TOKEN_CHARS} characters)"
-            )
-        return TokenSet(tuple(fixed), Path(file) if file else None, "ROUTER_TOKENS_FILE")
+        tokens = tokens_from_env(env, "ROUTER_TOKENS", fixed)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    if tokens is None:
+        raise ConfigError(
+            "ROUTER_TOKEN, ROUTER_TOKENS or ROUTER_TOKENS_FILE is required (tokens of at"
+            f" least {MIN_TOKEN_CHARS} characters)"
+        )
+    return tokens
 
 
 def _in_cluster_namespace() -> str | None:

@@ -120,9 +120,9 @@ class Outbox:
 
     def enqueue(self, event_type: str, data: dict[str, Any]) -> str | None:
         """Stores the event (committed, fsynced) and returns its id; None when webhooks are
-        disabled or WEBHOOK_EVENTS filters this type out. Synchronous on purpose, so the event
-        bus's listeners can call it; it costs one local SQLite commit (well under a ms).
-        Raises DeliveryDatabaseError rather than losing the event."""
+        disabled or WEBHOOK_EVENTS filters this type out. It waits for the commit: the pod's
+        event loop uses `enqueue_soon`. Raises DeliveryDatabaseError rather than losing the
+        event."""
         event_id = self._db.transact(lambda c: self.enqueue_in(c, event_type, data))
         self.notify()
         return event_id

@@ -120,12 +120,11 @@ class Database:
 
         def done(future: concurrent.futures.Future[T]) -> None:
             error = future.exception()
-            if isinstance(error, Exception):
-                callback: Callable[[], object] = lambda: on_error(error)  # noqa: E731
-            else:
-                callback = lambda: then(future.result())  # noqa: E731
             with contextlib.suppress(RuntimeError):  # the loop is already closed
-                loop.call_soon_threadsafe(callback)
+                if isinstance(error, Exception):
+                    loop.call_soon_threadsafe(on_error, error)
+                else:
+                    loop.call_soon_threadsafe(then, future.result())
 
         self._writer.submit(self.transact, work).add_done_callback(done)
 
