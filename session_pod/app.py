@@ -29,6 +29,7 @@ from .delivery import (
 )
 from .delivery.store import Database
 from .events import EventBus, SessionEvent
+from .idleness import Idleness
 from .messenger import Messenger
 from .metrics import Metrics
 from .session import Session
@@ -74,6 +75,18 @@ def create_app(settings: Settings) -> web.Application:
         tasks,
     )
 
+    idleness = Idleness(
+        settings.idle_after,
+        settings.idle_check_interval,
+        lambda: session.state,
+        inbox,
+        messenger.ledger,
+        outbox,
+        settings.watchdog,
+        bus.publish,
+        metrics,
+    )
+
     bus.add_listener(lambda event: metrics.events.labels(event.type).inc())
     bus.add_listener(messenger.on_event)
 
@@ -81,7 +94,8 @@ def create_app(settings: Settings) -> web.Application:
         settings.auth.accepted, "whatsapp-session", metrics.authenticated, metrics.auth_refused
     )
     app = web.Application(
-        middlewares=[errors_in_api_shape, authenticated], client_max_size=MAX_BODY_BYTES
+        middlewares=[errors_in_api_shape, authenticated, idleness.middleware],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[SESSION] = session
     app[METRICS] = metrics
@@ -93,6 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     async def start(_: web.Application) -> None:
         outbox.start()
         messenger.watchdog.start()
+        idleness.start()
         await session.start()
 
     async def end_streams(_: web.Application) -> None:
@@ -101,6 +116,7 @@ def create_app(settings: Settings) -> web.Application:
     async def stop(_: web.Application) -> None:
         """Every step runs even when one before it fails (the final backup, say)."""
         try:
+            await idleness.stop()
             await messenger.watchdog.stop()
             await session.close()
         finally:

@@ -50,6 +50,10 @@ class Settings:
     send_detect_mentioned: bool = False
     sync_max_wait: float = 120.0
     qr_reload_selector: str = "[data-ref] button"
+    # Hibernation (set by the operator from spec.hibernation): idle after this long without a
+    # send or a location request (0: never), looked at this often (idleness.py).
+    idle_after: float = 0.0
+    idle_check_interval: float = 2.0
     storage: StorageSettings = field(default_factory=StorageSettings)
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings(base_url=None))
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
@@ -129,6 +133,10 @@ class Settings:
             send_detect_mentioned=env_bool(env, "SEND_DETECT_MENTIONED", cls.send_detect_mentioned),
             sync_max_wait=env_number(env, "SYNC_MAX_WAIT_SECONDS", cls.sync_max_wait, minimum=0),
             qr_reload_selector=env.get("QR_RELOAD_SELECTOR", cls.qr_reload_selector),
+            idle_after=env_number(env, "IDLE_AFTER_SECONDS", cls.idle_after, minimum=0),
+            idle_check_interval=env_number(
+                env, "IDLE_CHECK_SECONDS", cls.idle_check_interval, minimum=0.1
+            ),
             storage=storage,
             webhooks=WebhookSettings.from_env(env),
             watchdog=WatchdogSettings.from_env(env),

@@ -27,3 +27,4 @@ class EventType(StrEnum):
     BACKUP_FAILED = "backup_failed"
     BACKUPS_DELETED = "backups_deleted"
     STORAGE_UNAVAILABLE = "storage_unavailable"
+    IDLE = "idle"

@@ -31,6 +31,7 @@ class Phase(StrEnum):
     # Set by the operator when no session pod speaks for the resource.
     PENDING = "Pending"  # no pod runs yet (or it is gone)
     PAUSED = "Paused"  # spec.paused: no pod on purpose
+    HIBERNATING = "Hibernating"  # spec.hibernation: scaled to zero while idle, woken on demand
     CONFLICT = "Conflict"  # another resource owns the location
 
 

@@ -21,6 +21,7 @@ from whatsapp_common.pod_auth import PodCredentials
 from whatsapp_common.states import phase_of
 
 from .config import OperatorConfig
+from .hibernation import asleep
 from .kube import Api
 from .metrics import FOLLOWERS, STREAM_ERRORS
 from .mirror import Mirror
@@ -30,6 +31,7 @@ from .sse import ServerEvent, read_events
 from .status import (
     WARNINGS,
     backup_status,
+    idle_status,
     pod_gone_status,
     state_status,
     unreachable_status,
@@ -105,6 +107,14 @@ class Followers:
         self._owners[resource.label] = resource
         self._sync(resource.label)
 
+    def wrote(self, resource: Resource, fields: dict[str, Any]) -> None:
+        """Another writer (hibernation) set `fields` of `resource`, now as given."""
+        if (owner := self._owners.get(resource.label)) and owner.uid == resource.uid:
+            self._owners[resource.label] = resource
+        if mirror := self._mirrors.get(resource.uid):
+            mirror.resource = resource
+            mirror.wrote(fields)
+
     def release(self, resource: Resource) -> None:
         """The resource is gone (or lost its location): stop following for it."""
         if (owner := self._owners.get(resource.label)) and owner.uid == resource.uid:
@@ -120,7 +130,9 @@ class Followers:
             self._pods[label] = pod
         self._sync(label)
         owner = self._owners.get(label)
-        if pod is None and was is not None and owner is not None and not owner.paused:
+        # Paused or hibernating: gone on purpose, and the phase says so already.
+        on_purpose = owner is not None and (owner.paused or asleep(owner))
+        if pod is None and was is not None and owner is not None and not on_purpose:
             mirror = self._mirrors[owner.uid]
             mirror.update(pod_gone_status(mirror.conditions, f"pod {was.name} is not running"))
 
@@ -188,6 +200,8 @@ class Followers:
 
     def _apply(self, mirror: Mirror, event: ServerEvent, live: bool) -> None:
         """One event into the desired status (the mirror writes it)."""
+        if event.type == EventType.STATE and asleep(mirror.resource):
+            return  # the last words of a pod going to sleep: the phase stays Hibernating
         if event.type == EventType.STATE and phase_of(event.data.get("state", "")) is not None:
             fields = state_status(event.data, mirror.conditions, event.at)
             if fields["phase"] != mirror.phase and live:
@@ -197,6 +211,8 @@ class Followers:
                     f"{mirror.phase or 'Pending'} -> {fields['phase']}: {fields['message']}",
                 )
             mirror.update(fields)
+        elif event.type == EventType.IDLE:
+            mirror.update(idle_status(event.data))
         elif event.type == EventType.REMOTE_SESSION_SAVED:
             mirror.update(backup_status(event.data, mirror.conditions, event.at))
         elif event.type in WARNINGS and live:

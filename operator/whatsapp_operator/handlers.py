@@ -19,6 +19,7 @@ from whatsapp_common.pod_auth import PodCredentials
 from .cache import Cache
 from .config import OperatorConfig
 from .followers import Followers, PodSeen
+from .hibernation import Hibernation
 from .kube import Api, Kube, Unreachable, handler_error
 from .metrics import serve
 from .notices import Notices
@@ -53,6 +54,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.config, memo.api, memo.notices, memo.followers = config, api, notices, followers
     memo.credentials = credentials
     memo.cache = Cache(api)
+    memo.hibernation = Hibernation(
+        config.session_defaults,
+        lambda resource, fields: write_status(memo, resource, fields),
+        lambda resource: reapply(memo, resource),
+    )
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
     if config.metrics_port:
         serve(config.metrics_port)
@@ -109,7 +115,35 @@ async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def session_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.cache.session_event(type, body)
+    resource = memo.cache.session_event(type, body)
+    if type == "DELETED":
+        memo.hibernation.forget(resource.uid)
+    else:
+        await memo.hibernation.seen(resource)
+
+
+async def write_status(memo: kopf.Memo, resource: Resource, fields: dict[str, Any]) -> Resource:
+    """Hibernation's decisions, written before they are acted on; the followers' picture of
+    the status is told."""
+    written = await memo.api.call(
+        "patch status",
+        memo.api.kube.custom.patch_namespaced_custom_object_status,
+        GROUP,
+        VERSION,
+        resource.namespace,
+        PLURAL,
+        resource.name,
+        {"status": fields},
+    )
+    updated = Resource.of(written)
+    memo.followers.wrote(updated, fields)
+    return updated
+
+
+async def reapply(memo: kopf.Memo, resource: Resource) -> None:
+    """The location's objects as `resource` now wants them (asleep: zero replicas)."""
+    await memo.cache.ready(resource.namespace)
+    await redo(memo, resource, seen_objects(memo.cache, session_name(resource.location)), False)
 
 
 @kopf.on.event("apps", "v1", "statefulsets")

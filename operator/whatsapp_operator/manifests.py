@@ -11,6 +11,7 @@ from whatsapp_common.naming import location_label, session_name
 from whatsapp_common.pod_auth import PURPOSE as POD_TOKEN
 
 from .config import OperatorConfig
+from .hibernation import HibernationSpec
 
 DATA_MOUNT = "/data"
 KEYS_MOUNT = "/etc/whatsapp-session/keys"  # the location's Secret, updated in place by the kubelet
@@ -42,6 +43,9 @@ def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, 
     }
     if config.scrape_tokens is not None:
         plain["METRICS_TOKENS_FILE"] = f"{KEYS_MOUNT}/METRICS_TOKENS"
+    hibernation = HibernationSpec.of({}, spec)
+    if hibernation.enabled:  # the pod says when it is idle (session_pod/idleness.py)
+        plain["IDLE_AFTER_SECONDS"] = str(hibernation.idle_seconds)
     if events := spec.get("webhook", {}).get("events"):
         plain["WEBHOOK_EVENTS"] = ",".join(events)
     return [
@@ -51,9 +55,11 @@ def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, 
     ]
 
 
-def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
-    """Replicas 1 (0 when paused); the volume holds the profile and the delivery database and
-    is deleted with the StatefulSet, kept when scaled to zero."""
+def statefulset(
+    spec: dict[str, Any], namespace: str, config: OperatorConfig, asleep: bool = False
+) -> dict[str, Any]:
+    """Replicas 1 (0 when paused or `asleep`: hibernating); the volume holds the profile and
+    the delivery database and is deleted with the StatefulSet, kept when scaled to zero."""
     location = spec["locationId"]
     name = session_name(location)
     probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
@@ -70,7 +76,7 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
         "metadata": {"name": name, "namespace": namespace, "labels": labels(location)},
         "spec": {
             "serviceName": name,
-            "replicas": 0 if spec.get("paused") else 1,
+            "replicas": 0 if spec.get("paused") or asleep else 1,
             "selector": {"matchLabels": labels(location)},
             "persistentVolumeClaimRetentionPolicy": {
                 "whenDeleted": "Delete",

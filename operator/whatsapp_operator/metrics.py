@@ -36,6 +36,12 @@ CONFLICTS = Counter(
     "reconciles that found the location owned by another resource (or by nobody)",
     registry=REGISTRY,
 )
+HIBERNATION_STEPS = Counter(
+    "wa_operator_hibernation_steps_total",
+    "hibernation steps (hibernate, wake (request|schedule|...)) by outcome: done, failed, crashed",
+    ["step", "outcome"],
+    registry=REGISTRY,
+)
 
 
 def serve(port: int) -> None:

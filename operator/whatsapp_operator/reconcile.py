@@ -11,6 +11,7 @@ from whatsapp_common.naming import session_name
 from whatsapp_common.states import Phase
 
 from .config import OperatorConfig, with_defaults
+from .hibernation import asleep
 from .kube import Api
 from .manifests import keys_secret, service, statefulset
 from .metrics import CONFLICTS
@@ -42,10 +43,11 @@ async def reconcile(
     so the pod rolls."""
     effective = with_defaults(config.session_defaults, resource.spec)
     namespace = resource.namespace
+    sleeping = asleep(resource) and not resource.paused
     known: list[Seen] = []
     wrote = False
     manifests = (
-        statefulset(effective, namespace, config),
+        statefulset(effective, namespace, config, asleep=sleeping),
         service(effective, namespace, config),
         keys_secret(effective, namespace, config),
     )
@@ -64,7 +66,7 @@ async def reconcile(
             CONFLICTS.inc()
             return Outcome({"phase": Phase.CONFLICT, "message": message, "pod": ""}, False, known)
     name = session_name(resource.location)
-    replicas = 0 if resource.paused else 1
+    replicas = 0 if resource.paused or sleeping else 1
     if wrote:  # a resume that finds everything in place says nothing
         notices.info(
             resource,
@@ -74,6 +76,8 @@ async def reconcile(
     status: dict[str, Any] = {"observedGeneration": resource.generation, "pod": f"{name}-0"}
     if resource.paused:
         status.update(phase=Phase.PAUSED, message="paused: no session pod runs")
+    elif sleeping:
+        status.update(phase=Phase.HIBERNATING)
     elif resource.status.get("phase") == Phase.CONFLICT:
         status.update(phase=Phase.PENDING, message="")
     return Outcome(status, True, known)

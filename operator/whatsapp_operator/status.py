@@ -76,6 +76,11 @@ def backup_status(
     }
 
 
+def idle_status(data: dict[str, Any]) -> dict[str, Any]:
+    """The pod's `idle` event: since when it has had nothing to do (None: busy again)."""
+    return {"idleSince": timestamp(data["since"]) if data.get("idle") else None}
+
+
 def pod_gone_status(conditions: list[dict[str, Any]], reason: str) -> dict[str, Any]:
     """No session pod runs (deleted, evicted, not started yet): nothing is Ready."""
     return {

@@ -17,8 +17,9 @@ def unknown(location: str, status: int = 400) -> ApiError:
 
 
 def unavailable(route: Route, location: str, retry_after: int) -> ApiError:
-    """Starting: the seed's 400 "being initialized"; down (paused, failed, shutting down): 503."""
-    if route.verdict is Verdict.STARTING:
+    """Starting (or waking): the seed's 400 "being initialized"; down (paused, failed, shutting
+    down): 503."""
+    if route.verdict in (Verdict.STARTING, Verdict.ASLEEP):
         return being_initialized(location, route.state, retry_after)
     assert route.verdict is Verdict.DOWN, route
     error = ApiError(

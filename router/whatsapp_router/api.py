@@ -7,22 +7,24 @@ from typing import Any
 
 from aiohttp import web
 
-from whatsapp_common.answers import success
+from whatsapp_common.answers import ApiError, success
 from whatsapp_common.middleware import LOCATION, REQUEST_ID
 from whatsapp_common.validation import idempotency_key, json_object, parse_location_identifier
 
 from .answers import unavailable, unknown
 from .config import RouterSettings
-from .directory import Backend, Directory, Verdict
+from .directory import Backend, Directory, Route, Verdict
 from .metrics import RouterMetrics
 from .openapi import document
 from .upstream import Upstream
+from .waking import Waker, waking
 
 SETTINGS = web.AppKey("settings", RouterSettings)
 DIRECTORY = web.AppKey("directory", Directory)
 METRICS = web.AppKey("metrics", RouterMetrics)
 UPSTREAM = web.AppKey("upstream", Upstream)
 BACKEND = web.AppKey("backend", Backend)
+WAKER = web.AppKey("waker", Waker)
 
 
 def location_of(request: web.Request, source: Any) -> str:
@@ -33,14 +35,24 @@ def location_of(request: web.Request, source: Any) -> str:
 
 
 async def forward(
-    request: web.Request, location: str, *, retry: bool = True, on_unknown: int = 400
+    request: web.Request,
+    location: str,
+    *,
+    retry: bool = True,
+    on_unknown: int = 400,
+    wakes: bool = True,
 ) -> web.Response:
-    """To the location's ready pod, or the router's answer when there is none."""
+    """To the location's ready pod, or the router's answer when there is none. `wakes`: a
+    hibernating location is woken and the request held until it is ready (waking.py)."""
     app = request.app
     directory = app[DIRECTORY]
     route = directory.route(location)
     if route.verdict is Verdict.UNKNOWN:
         raise unknown(location, on_unknown)
+    if wakes and waking(route):
+        route = await app[WAKER].until_awake(location, route)
+    elif route.verdict is Verdict.ASLEEP:
+        return asleep(request, location, route)
     if route.verdict is not Verdict.FORWARD or route.pod is None:
         raise unavailable(route, location, app[SETTINGS].retry_after)
     body = await request.read() if request.method == "POST" else None
@@ -55,14 +67,37 @@ async def forward(
     )
 
 
+def asleep(request: web.Request, location: str, route: Route) -> web.Response:
+    """/status and /qr of a hibernating location, from the resource: they wake nothing."""
+    session = route.session
+    assert session is not None, route
+    if request.path == "/qr":
+        message = f"No QR code is pending for location {location}"
+        raise ApiError(404, message, state=route.state)
+    return web.json_response(
+        {
+            "location_identifier": location,
+            "state": "hibernating",
+            "since": session.since,
+            "reason": "idle",
+            "phone": session.phone or None,
+            "qr_pending": False,
+            "next_wake": session.next_wake,
+        }
+    )
+
+
 async def login(request: web.Request) -> web.Response:
-    """The seed's "initialize when not found": an unknown location gets a WhatsAppSession."""
+    """The seed's "initialize when not found": an unknown location gets a WhatsAppSession;
+    a hibernating one is woken."""
     location = location_of(request, await json_object(request))
     route = request.app[DIRECTORY].route(location)
     if route.verdict is Verdict.UNKNOWN:
         await request.app[BACKEND].create_session(location)
         request.app[METRICS].sessions_created.inc()
-    if route.verdict in (Verdict.UNKNOWN, Verdict.STARTING):
+    if route.verdict is Verdict.ASLEEP and route.session is not None:
+        await request.app[WAKER].ask(route.session)
+    if route.verdict in (Verdict.UNKNOWN, Verdict.STARTING, Verdict.ASLEEP):
         return success(f"Initialization process started for {location}")
     return await forward(request, location)
 
@@ -88,8 +123,9 @@ async def per_location_get(request: web.Request) -> web.Response:
 
 
 async def per_location_view(request: web.Request) -> web.Response:
-    """GET /status, /qr: 404 for an unknown location (nothing to show)."""
-    return await forward(request, location_of(request, request.query), on_unknown=404)
+    """GET /status, /qr: 404 for an unknown location (nothing to show); they wake nothing."""
+    location = location_of(request, request.query)
+    return await forward(request, location, on_unknown=404, wakes=False)
 
 
 async def sessions(request: web.Request) -> web.Response:

@@ -12,11 +12,12 @@ from whatsapp_common.middleware import REQUEST_METRICS, errors_in_api_shape
 from whatsapp_common.pod_auth import PodCredentials
 from whatsapp_common.validation import MAX_BODY_BYTES
 
-from .api import BACKEND, DIRECTORY, METRICS, SETTINGS, UPSTREAM, add_routes
+from .api import BACKEND, DIRECTORY, METRICS, SETTINGS, UPSTREAM, WAKER, add_routes
 from .config import RouterSettings
 from .directory import Backend, Directory
 from .metrics import RouterMetrics
 from .upstream import Upstream
+from .waking import Waker
 
 log = logs.get_logger("whatsapp_router")
 
@@ -49,6 +50,7 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     app[REQUEST_METRICS] = metrics
     app[UPSTREAM] = upstream
     app[BACKEND] = backend
+    app[WAKER] = Waker(backend, directory, metrics, settings.wake_hold, settings.retry_after)
     add_routes(app)
 
     async def start(_: web.Application) -> None:

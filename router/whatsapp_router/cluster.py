@@ -8,13 +8,14 @@ import asyncio
 from whatsapp_common.kube_clients import Kube
 
 from .config import RouterSettings
-from .directory import Directory
-from .provisioning import create_session
+from .directory import Directory, SessionRecord
+from .provisioning import create_session, wake_session
 from .watch import Watcher, sources
 
 
 class KubeBackend:
-    """The cluster: watches feed the directory, /login creates a WhatsAppSession."""
+    """The cluster: watches feed the directory, /login creates a WhatsAppSession, a request
+    for a hibernating location asks the operator to wake it."""
 
     def __init__(self, kube: Kube, settings: RouterSettings) -> None:
         self._kube = kube
@@ -32,3 +33,6 @@ class KubeBackend:
 
     async def create_session(self, location: str) -> None:
         await create_session(self._kube, self._namespace, location)
+
+    async def wake_session(self, session: SessionRecord) -> None:
+        await wake_session(self._kube, self._namespace, session.name)

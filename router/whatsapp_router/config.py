@@ -26,6 +26,8 @@ class RouterSettings:
     upstream_timeout: float = 40.0
     connect_timeout: float = 2.0
     retry_after: int = 5
+    # A request that wakes a hibernating location waits this long for it (0: answered at once).
+    wake_hold: float = 20.0
     session_port: int = 8093
     log_level: str = "INFO"
 
@@ -48,6 +50,7 @@ class RouterSettings:
                 env, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", cls.connect_timeout, 0.05
             ),
             retry_after=env_int(env, "RETRY_AFTER_SECONDS", cls.retry_after, 1),
+            wake_hold=env_number(env, "WAKE_HOLD_SECONDS", cls.wake_hold, 0),
             session_port=env_int(env, "SESSION_PORT", cls.session_port, 1),
             log_level=(env_first(env, "LOG_LEVEL") or cls.log_level).upper(),
         )

@@ -6,7 +6,10 @@ without any API call.
 
 from __future__ import annotations
 
+import asyncio
+import calendar
 import enum
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -29,10 +32,15 @@ class SessionRecord:
     phase: str
     phone: str
     created: str = ""
+    # status.hibernation (the operator's): present once the location has hibernated.
+    hibernates: bool = False
+    since: float | None = None  # of its last hibernation step (asleep: when it went to sleep)
+    next_wake: float | None = None  # asleep: the scheduled wake
 
     @classmethod
     def from_object(cls, obj: Json) -> SessionRecord:
         spec, status = obj.get("spec") or {}, obj.get("status") or {}
+        hibernation = status.get("hibernation") or {}
         return cls(
             name=obj["metadata"]["name"],
             location=str(spec.get("locationId", "")),
@@ -40,7 +48,14 @@ class SessionRecord:
             phase=status.get("phase") or Phase.PENDING,
             phone=status.get("phone") or "",
             created=obj["metadata"].get("creationTimestamp") or "",
+            hibernates=bool(hibernation),
+            since=_epoch(hibernation.get("since")),
+            next_wake=_epoch(hibernation.get("nextWake")),
         )
+
+    @property
+    def asleep(self) -> bool:
+        return self.phase == Phase.HIBERNATING and not self.paused
 
     @property
     def rank(self) -> tuple[bool, str, str]:
@@ -83,8 +98,16 @@ class PodRecord:
         return self.ip, self.port
 
 
+def _epoch(value: str | None) -> float | None:
+    """An RFC 3339 time of the operator's (whole seconds, UTC) as epoch seconds."""
+    if not value:
+        return None
+    return float(calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
+
+
 class Verdict(enum.Enum):
     FORWARD = "forward"  # a ready pod: call it
+    ASLEEP = "asleep"  # hibernating: a request wakes it
     UNKNOWN = "unknown"  # no WhatsAppSession for this location
     STARTING = "starting"  # being created or started: come back later
     DOWN = "down"  # paused, failed or shutting down: no pod will answer now
@@ -113,6 +136,7 @@ class Directory:
         self._names: dict[str, set[str]] = {}  # location -> every resource name for it
         self._pods: dict[str, PodRecord] = {}  # by pod name
         self._by_label: dict[str, dict[str, PodRecord]] = {}
+        self._changed = asyncio.Event()  # set, and replaced, at every change
         self.synced: set[str] = set()  # kinds listed since their watch last broke down
         self.watch_breakdowns: dict[str, int] = {}  # kind -> unexpected failures of its watch
 
@@ -137,6 +161,12 @@ class Directory:
             self._apply_session(event, record)
         else:
             self._apply_pod(event, record)
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def next_change(self) -> asyncio.Event:
+        """Set at the next change of anything the directory holds."""
+        return self._changed
 
     def _apply_session(self, event: str, record: SessionRecord) -> None:
         """A location with several resources (a mistaken duplicate) is routed to the one the
@@ -175,6 +205,8 @@ class Directory:
 
     def route(self, location: str) -> Route:
         session = self.session(location)
+        if session is not None and session.asleep:  # its pod, if any, is going away
+            return Route(Verdict.ASLEEP, session)
         pods = list(self._by_label.get(label_of(location), {}).values())
         live = [p for p in pods if not p.terminating and not p.failed]
         ready = next((p for p in live if p.ready and p.ip), None)
@@ -197,3 +229,5 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
 
     async def create_session(self, location: str) -> None: ...
+
+    async def wake_session(self, session: SessionRecord) -> None: ...

@@ -112,6 +112,11 @@ class LocalBackend:
         self._launch(location)
         self._save_locations()
 
+    async def wake_session(self, session: SessionRecord) -> None:
+        """Local mode does not hibernate (README, Hibernation): no session here is ever
+        asleep, so nothing asks this."""
+        raise ApiError(503, f"Local mode does not hibernate sessions ({session.name})")
+
     def _launch(self, location: str) -> None:
         name = session_name(location)
         pod = LocalPod(location, name, self._root / "sessions" / name)

@@ -58,6 +58,18 @@ class RouterMetrics:
             "WhatsAppSessions created by POST /login",
             registry=self.registry,
         )
+        self.wakes_requested = Counter(
+            "wa_router_wakes_requested",
+            "Hibernating locations this router asked the operator to wake",
+            registry=self.registry,
+        )
+        self.wake_holds = Counter(
+            "wa_router_wake_holds",
+            "Requests that found their location hibernating or waking, by how they ended:"
+            " forwarded once it was ready, or answered 400 being initialized (past the hold)",
+            ["outcome"],
+            registry=self.registry,
+        )
         Gauge(
             "wa_router_known_sessions", "WhatsAppSessions in the cache", registry=self.registry
         ).set_function(lambda: len(directory.sessions))

@@ -141,6 +141,7 @@ SCHEMAS: Json = {
             "last_error": {"type": "string", "nullable": True},
             "last_backup": {"type": "object", "nullable": True},
             "storage_error": {"type": "string", "nullable": True},
+            "next_wake": {"type": "number", "nullable": True},
         },
     },
     "Qr": {

@@ -1,9 +1,11 @@
-"""Creating a location's WhatsAppSession: the only API call the router makes for a request
-(POST /login of an unknown location); the operator does the rest."""
+"""Creating a location's WhatsAppSession (POST /login of an unknown location) and asking for a
+hibernating one to wake: the only API calls the router makes for a request; the operator
+does the rest."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 
 from kubernetes.client.exceptions import ApiException
@@ -48,3 +50,31 @@ def _reason(exc: ApiException) -> str:
 async def create_session(kube: Kube, namespace: str, location: str) -> None:
     """Raises ApiError 400 for a location id Kubernetes refuses; ApiException otherwise."""
     await asyncio.to_thread(_create, kube, namespace, location)
+
+
+def _wake(kube: Kube, namespace: str, name: str) -> None:
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        kube.custom.patch_namespaced_custom_object_status(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": {"wakeRequest": now}},
+            _request_timeout=10,
+        )
+    except ApiException as exc:
+        error = ApiError(
+            503,
+            f"The hibernating session {name} could not be woken, try again later",
+            error=f"{exc.status} {exc.reason}",
+        )
+        error.headers["Retry-After"] = "1"
+        raise error from None
+
+
+async def wake_session(kube: Kube, namespace: str, name: str) -> None:
+    """Writes `status.wakeRequest` (the operator wakes the session); ApiError 503 when the API
+    server refuses."""
+    await asyncio.to_thread(_wake, kube, namespace, name)

@@ -81,6 +81,11 @@ class Inbox:
         self._published = published
         self._marks_follow_live = False  # True only between a complete catch-up and a crash
 
+    @property
+    def live(self) -> bool:
+        """A complete catch-up ran since the session last became ready: nothing missed."""
+        return self._marks_follow_live
+
     def follow_live(self, follow: bool) -> None:
         """Whether messages reported by the page may move the high-water marks."""
         self._marks_follow_live = follow

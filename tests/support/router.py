@@ -100,3 +100,6 @@ class StaticBackend:
 
     async def create_session(self, location: str) -> None:
         raise AssertionError(f"no session is created in these tests ({location})")
+
+    async def wake_session(self, session: SessionRecord) -> None:
+        raise AssertionError(f"no session hibernates in these tests ({session.name})")
