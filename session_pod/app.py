@@ -83,7 +83,9 @@ def create_app(settings: Settings) -> web.Application:
         messenger.ledger,
         outbox,
         settings.watchdog,
-        bus.publish,
+        # A fact for the operator, not a webhook: nothing to store (and an `idle` webhook in
+        # the outbox would make the session busy again).
+        lambda type_, data: bus.publish(type_, data, durable=True),
         metrics,
     )
 

@@ -61,8 +61,9 @@ class EventBus:
     def publish(
         self, type_: str, data: dict[str, Any] | None = None, durable: bool = False
     ) -> None:
-        """`durable`: the event's webhook was stored by whoever publishes it; otherwise the
-        journal stores it before any stream sees the event."""
+        """`durable`: the event's webhook was stored by whoever publishes it, or it has none
+        (`idle`, a fact for the operator only); otherwise the journal stores it before any
+        stream sees the event."""
         event = SessionEvent(0, type_, data or {})
         for listener in self._listeners:
             try:

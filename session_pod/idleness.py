@@ -85,7 +85,7 @@ class Idleness:
             return False
         if self._in_flight or now - self._last_request < self.idle_after:
             return False
-        owed, newest = await self._ledger.owed(self._horizon)
+        owed, newest = await self._ledger.owed(self._horizon, now)
         if owed or (newest is not None and now - newest < self.idle_after):
             return False
         return (await self._outbox.stats()).pending == 0

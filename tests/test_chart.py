@@ -250,6 +250,49 @@ def test_a_router_tokens_secret_is_mounted_as_the_file_the_router_reads(helm: Pa
     assert env["ROUTER_TOKENS_FILE"]["value"] == f"{mount['mountPath']}/{item['path']}"
 
 
+def test_hibernation_settings_reach_the_operator_and_the_router(helm: Path) -> None:
+    values = [
+        "session.hibernation.enabled=true",
+        "session.hibernation.idleSeconds=600",
+        "router.wakeHoldSeconds=0",
+    ]
+    rendered = objects(render(helm, values=values))
+    operator = rendered[("StatefulSet", "wa-whatsapp-sessions-operator")]
+    env = container_env(operator["spec"]["template"]["spec"]["containers"][0])
+    defaults = json.loads(env["SESSION_DEFAULTS"]["value"])
+    assert defaults["hibernation"] == {
+        "enabled": True,
+        "idleSeconds": 600,
+        "wakeIntervalSeconds": 86400,
+    }
+    router = rendered[("Deployment", "wa-whatsapp-sessions-router")]
+    env = container_env(router["spec"]["template"]["spec"]["containers"][0])
+    assert env["WAKE_HOLD_SECONDS"]["value"] == "0"
+    # The router asks for a wake through the status only: it can change no spec.
+    rules = rendered[("Role", "wa-whatsapp-sessions-router")]["rules"]
+    writes = [r for r in rules if {"create", "patch", "update"} & set(r["verbs"])]
+    assert writes == [
+        {
+            "apiGroups": ["whatsapp-sessions.io"],
+            "resources": ["whatsappsessions"],
+            "verbs": ["get", "list", "watch", "create"],
+        },
+        {
+            "apiGroups": ["whatsapp-sessions.io"],
+            "resources": ["whatsappsessions/status"],
+            "verbs": ["patch"],
+        },
+    ]
+    defaults_off = json.loads(
+        container_env(
+            objects(render(helm))[("StatefulSet", "wa-whatsapp-sessions-operator")]["spec"][
+                "template"
+            ]["spec"]["containers"][0]
+        )["SESSION_DEFAULTS"]["value"]
+    )
+    assert defaults_off["hibernation"]["enabled"] is False
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -261,6 +304,9 @@ def test_a_router_tokens_secret_is_mounted_as_the_file_the_router_reads(helm: Pa
         "rails.url=rails:3000",
         "router.token.existingSecret=Not_A_Name",
         "s3.unknown=1",
+        "session.hibernation.enabled=sometimes",
+        "session.hibernation.wakeIntervalSeconds=1209600",
+        "router.wakeHoldSeconds=-1",
     ],
 )
 def test_values_schema_rejects_bad_values(helm: Path, bad: str) -> None:

@@ -1,11 +1,18 @@
-"""The router's routing decision from its cache: forward, starting, down or unknown."""
+"""The router's routing decision from its cache: forward, starting, down, asleep or unknown;
+waking a hibernating location."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import pytest
+
+from whatsapp_common.answers import ApiError
 from whatsapp_operator.manifests import labels
-from whatsapp_router.directory import Directory, PodRecord, SessionRecord, Verdict
+from whatsapp_router.directory import Directory, PodRecord, Route, SessionRecord, Verdict
+from whatsapp_router.metrics import RouterMetrics
+from whatsapp_router.waking import Waker
 
 
 def session(location: str, **spec: Any) -> SessionRecord:
@@ -107,3 +114,94 @@ def test_a_duplicate_resource_of_a_location_is_never_the_one_routed_to() -> None
     assert directory.session("42") == older_copy
     directory.apply("sessions", "DELETED", older_copy)
     assert directory.session("42") is None and directory.route("42").verdict is Verdict.UNKNOWN
+
+
+def hibernating(location: str, since: str = "2026-12-04T10:00:00Z", **status: Any) -> SessionRecord:
+    return SessionRecord.from_object(
+        {
+            "metadata": {"name": f"shop-{location}"},
+            "spec": {"locationId": location},
+            "status": {
+                "phase": "Hibernating",
+                "hibernation": {"state": "Hibernating", "since": since},
+                **status,
+            },
+        }
+    )
+
+
+class Wakes:
+    """The backend's side of a wake: what the router asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def start(self, directory: Directory) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def create_session(self, location: str) -> None:
+        raise AssertionError(location)
+
+    async def wake_session(self, session: SessionRecord) -> None:
+        self.asked.append(session.name)
+
+
+def test_a_hibernating_location_is_asleep_even_while_its_old_pod_still_answers() -> None:
+    directory = Directory()
+    directory.replace("sessions", [hibernating("13")])
+    directory.replace("pods", [pod("13", "wa-13-0")])
+    route = directory.route("13")
+    assert route.verdict is Verdict.ASLEEP and route.state == "Hibernating"
+    assert route.session is not None and route.session.since is not None
+
+
+def test_a_waking_request_is_held_until_ready_and_asks_once_per_sleep() -> None:
+    directory = Directory()
+    directory.replace("sessions", [hibernating("13")])
+    directory.replace("pods", [])
+    backend = Wakes()
+    waker = Waker(backend, directory, RouterMetrics(directory), 5.0, 7)
+
+    async def scenario() -> Route:
+        held = asyncio.create_task(waker.until_awake("13", directory.route("13")))
+        second = asyncio.create_task(waker.until_awake("13", directory.route("13")))
+        await asyncio.sleep(0.05)
+        woken = {"hibernation": {"state": "Awake", "since": "2026-12-04T11:00:00Z"}}
+        directory.apply("sessions", "MODIFIED", session_with("13", "Pending", woken))
+        directory.apply("pods", "ADDED", pod("13", "wa-13-0"))  # serving, not ready yet
+        await asyncio.sleep(0.05)
+        assert not held.done()
+        directory.apply("sessions", "MODIFIED", session_with("13", "Ready", woken))
+        await second
+        return await held
+
+    route = asyncio.run(scenario())
+    assert route.verdict is Verdict.FORWARD and route.pod is not None
+    assert backend.asked == ["shop-13"]
+
+
+def test_without_a_hold_a_waking_request_gets_being_initialized_with_retry_after() -> None:
+    directory = Directory()
+    directory.replace("sessions", [hibernating("13")])
+    directory.replace("pods", [])
+    backend = Wakes()
+    waker = Waker(backend, directory, RouterMetrics(directory), 0.0, 7)
+    with pytest.raises(ApiError) as raised:
+        asyncio.run(waker.until_awake("13", directory.route("13")))
+    assert raised.value.status == 400 and "being initialized" in raised.value.body["message"]
+    assert raised.value.body["state"] == "Hibernating"
+    assert raised.value.headers["Retry-After"] == "7"
+    assert backend.asked == ["shop-13"]
+
+
+def session_with(location: str, phase: str, status: dict[str, Any]) -> SessionRecord:
+    return SessionRecord.from_object(
+        {
+            "metadata": {"name": f"shop-{location}"},
+            "spec": {"locationId": location},
+            "status": {"phase": phase, **status},
+        }
+    )

@@ -58,6 +58,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         config.session_defaults,
         lambda resource, fields: write_status(memo, resource, fields),
         lambda resource: reapply(memo, resource),
+        notices,
     )
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
     if config.metrics_port:
@@ -79,6 +80,7 @@ async def run_reconcile(
 ) -> dict[str, Any]:
     """Reconciles one resource, tells the followers who owns the location, and returns the
     status fields to set."""
+    resource = memo.hibernation.freshest(resource)
     try:
         outcome = await reconcile(memo.api, memo.config, memo.notices, resource, seen, force)
     except (ApiException, Unreachable) as exc:

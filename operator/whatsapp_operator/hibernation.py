@@ -19,7 +19,7 @@ request wake's minimum awake time) come from the watch events; nothing polls."""
 from __future__ import annotations
 
 import asyncio
-import calendar
+import datetime
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from whatsapp_common.states import Phase
 from .config import with_defaults
 from .kube import Unreachable
 from .metrics import HIBERNATION_STEPS
+from .notices import Notices
 from .resource import Resource
 from .status import condition, timestamp
 
@@ -64,10 +65,25 @@ def asleep(resource: Resource) -> bool:
 
 
 def parse_time(value: str | None) -> float | None:
-    """Epoch seconds of an RFC 3339 time as `status.timestamp` writes it."""
+    """Epoch seconds of an RFC 3339 time (`status.timestamp`'s or `instant`'s)."""
     if not value:
         return None
-    return float(calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
+    return datetime.datetime.fromisoformat(value).timestamp()
+
+
+def instant(at: float) -> str:
+    """RFC 3339 with microseconds: a step's `since`, which orders the steps of a resource."""
+    return datetime.datetime.fromtimestamp(at, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def newer(resource: Resource, than: Resource) -> bool:
+    """`resource` holds a later hibernation step than `than` (a watch event may be older than
+    the step this operator has just written)."""
+
+    def since(r: Resource) -> float:
+        return parse_time((r.status.get("hibernation") or {}).get("since")) or 0.0
+
+    return since(resource) > since(than)
 
 
 @dataclass(frozen=True)
@@ -96,9 +112,14 @@ def plan(resource: Resource, spec: HibernationSpec, now: float) -> Step:
     if asleep(resource):
         if new_request:
             return _wake(record, now, "request", now + spec.idle_seconds, request)
-        due = parse_time(record.get("nextWake")) or now
+        slept = parse_time(record.get("since")) or now
+        due = slept + spec.wake_interval_seconds  # the spec's interval now, if it changed since
         if now >= due:
             return _wake(record, now, "schedule", None)
+        if record.get("nextWake") != timestamp(due):
+            return Step(
+                {"hibernation": {**record, "nextWake": timestamp(due)}}, at=due, why="reschedule"
+            )
         return Step(at=due)
     if new_request:  # asked while already awake (a schedule wake came first): stay up for it
         until = timestamp(now + spec.idle_seconds)
@@ -115,7 +136,7 @@ def plan(resource: Resource, spec: HibernationSpec, now: float) -> Step:
             "hibernation": {
                 **record,
                 "state": ASLEEP,
-                "since": timestamp(now),
+                "since": instant(now),
                 "reason": "idle",
                 "nextWake": timestamp(wake_at),
                 "awakeUntil": None,
@@ -136,7 +157,7 @@ def _wake(
     woken = {
         **record,
         "state": AWAKE,
-        "since": timestamp(now),
+        "since": instant(now),
         "reason": reason,
         "nextWake": None,
         "awakeUntil": None if until is None else timestamp(until),
@@ -164,21 +185,32 @@ Apply = Callable[[Resource], Awaitable[None]]
 class Hibernation:
     """Acts on `plan` for every resource the watch reports, and at the times it names."""
 
-    def __init__(self, defaults: dict[str, Any], write_status: WriteStatus, apply: Apply) -> None:
+    def __init__(
+        self, defaults: dict[str, Any], write_status: WriteStatus, apply: Apply, notices: Notices
+    ) -> None:
         self._defaults = defaults
         self._write_status, self._apply = write_status, apply
+        self._notices = notices
         self._latest: dict[str, Resource] = {}  # by uid: the newest body the watch reported
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._done: dict[str, str] = {}  # by uid: the last step taken (a stale event repeats none)
+        # By uid: the facts of the last step taken (an event older than it repeats nothing).
+        self._done: dict[str, tuple[str | None, ...]] = {}
 
     async def seen(self, resource: Resource) -> None:
         """A watch event of `resource` (also the initial listing after a restart)."""
         if resource.deleting:
             self.forget(resource.uid)
             return
-        self._latest[resource.uid] = resource
+        self._latest[resource.uid] = self.freshest(resource)
         await self._look(resource.uid)
+
+    def freshest(self, resource: Resource) -> Resource:
+        """`resource`, or the later picture of it this module holds: its own last step, which
+        the watch (and the cache fed by it) may not have delivered yet. The reconcile takes
+        the replicas from this, so a reconcile in between never undoes a step."""
+        known = self._latest.get(resource.uid)
+        return known if known is not None and newer(known, resource) else resource
 
     def forget(self, uid: str) -> None:
         if timer := self._timers.pop(uid, None):
@@ -214,6 +246,7 @@ class Hibernation:
                 self._latest[uid] = updated
                 if step.rescale:
                     await self._apply(updated)
+                    self._notices.info(updated, str(step.status["phase"]), step.status["message"])
             except (ApiException, Unreachable) as exc:
                 HIBERNATION_STEPS.labels(step.why, "failed").inc()
                 log.warning(

@@ -7,9 +7,8 @@ without any API call.
 from __future__ import annotations
 
 import asyncio
-import calendar
+import datetime
 import enum
-import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -99,10 +98,10 @@ class PodRecord:
 
 
 def _epoch(value: str | None) -> float | None:
-    """An RFC 3339 time of the operator's (whole seconds, UTC) as epoch seconds."""
+    """An RFC 3339 time of the operator's as epoch seconds."""
     if not value:
         return None
-    return float(calendar.timegm(time.strptime(value, "%Y-%m-%dT%H:%M:%SZ")))
+    return datetime.datetime.fromisoformat(value).timestamp()
 
 
 class Verdict(enum.Enum):

@@ -275,16 +275,20 @@ class MessageLedger:
 
         return await self._db.run(work)
 
-    async def owed(self, horizon_seconds: float) -> tuple[int, float | None]:
-        """(messages short of RECEIVED last attempted within `horizon_seconds`: the watchdog
-        may still resend them or their outcome is being resolved; the time of the newest
-        attempt of any message, None for an empty ledger). What keeps a session awake."""
+    async def owed(
+        self, horizon_seconds: float, now: float | None = None
+    ) -> tuple[int, float | None]:
+        """(messages short of RECEIVED last attempted within `horizon_seconds` of `now`: the
+        watchdog may still resend them or their outcome is being resolved; the time of the
+        newest attempt of any message, None for an empty ledger). What keeps a session
+        awake."""
+        cutoff = (time.time() if now is None else now) - horizon_seconds
 
         def work(c: sqlite3.Connection) -> tuple[int, float | None]:
             (owed,) = c.execute(
                 "SELECT count(*) FROM messages WHERE status IN ('pending', 'sent')"
                 " AND last_attempt_at > ?",
-                (time.time() - horizon_seconds,),
+                (cutoff,),
             ).fetchone()
             (newest,) = c.execute("SELECT max(last_attempt_at) FROM messages").fetchone()
             return owed, newest

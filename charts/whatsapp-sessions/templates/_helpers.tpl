@@ -64,7 +64,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "wa.sessionDefaults" -}}
 {{- $storage := dict "size" .Values.session.storage.size -}}
 {{- with .Values.session.storage.storageClassName }}{{ $_ := set $storage "storageClassName" . }}{{ end -}}
-{{- toJson (dict "resources" .Values.session.resources "storage" $storage "backup" .Values.session.backup) -}}
+{{- toJson (dict "resources" .Values.session.resources "storage" $storage "backup" .Values.session.backup "hibernation" .Values.session.hibernation) -}}
 {{- end -}}
 
 {{/* Hardened container settings of the operator and the router. */}}
