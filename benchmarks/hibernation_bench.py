@@ -1,0 +1,268 @@
+"""Hibernation benchmarks (README, Hibernation) on the tests' control plane, against the
+WhatsApp Web double, with real S3 (SeaweedFS):
+
+1. memory of asleep locations: N WhatsAppSessions with hibernation on, all asleep (their
+   status written as the operator writes it), and the RSS of a freshly started operator and
+   router holding them, against the same two with none (measured before any node runs, so
+   no session pod starts);
+2. wake-to-sent: a linked location asleep, then `POST /send_message` through the router (which
+   holds the request while it wakes) until its 200, with the pod's volume kept (the usual
+   wake) and with the volume lost (the login restored from S3); the process test node runs
+   the pod (Chromium included) as local processes. Also the PSS of the awake pod, idle and
+   linked, as `session_pod_bench` counts it;
+3. the memory of 1,000 locations with 5 %, 20 % and 100 % of them awake, computed from 1
+   and 2 (see `table`).
+
+    python -m benchmarks.hibernation_bench [--locations 1000] [--wakes 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import requests
+from kubernetes import client, config
+
+from benchmarks.session_pod_bench import pss_mb
+from tests.support.control_plane import ControlPlane, control_plane_binaries
+from tests.support.operator import (
+    OperatorProcess,
+    get_session,
+    operator_namespace,
+    qr_of,
+    session_manifest,
+    start_operator,
+    wait_phase,
+)
+from tests.support.processes import REPO, wait_until
+from tests.support.router import RouterProcess
+from tests.support.s3 import SeaweedS3
+from tests.support.session_pods import Double, new_phone, start_double
+from tests.support.test_node import TestNode
+
+GROUP, VERSION, PLURAL = "whatsapp-sessions.io", "v1alpha1", "whatsappsessions"
+HIBERNATION = {"enabled": True, "idleSeconds": 10, "wakeIntervalSeconds": 86400}
+MB = 2**20
+
+
+def rss_mb(pid: int) -> float:
+    return psutil.Process(pid).memory_info().rss / MB
+
+
+def settled_rss(pid: int, seconds: float = 10) -> float:
+    """The RSS once it stops moving (the lowest of the last few seconds' samples)."""
+    samples = []
+    for _ in range(int(seconds)):
+        time.sleep(1)
+        samples.append(rss_mb(pid))
+    return min(samples[-3:])
+
+
+def iso(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def asleep_costs(cluster: ControlPlane, work: Path, count: int) -> dict[str, float]:
+    """RSS of the operator and the router with `count` asleep locations, and without any."""
+    namespace = operator_namespace(cluster, "bench-asleep")
+    api = client.CustomObjectsApi(config.new_client_from_config(str(cluster.admin_kubeconfig)))
+
+    def fresh() -> tuple[OperatorProcess, RouterProcess]:
+        operator = OperatorProcess(cluster, namespace, {}, {}, work / f"op-{time.time()}.log")
+        router = RouterProcess(cluster, namespace, work / f"router-{time.time()}.log")
+        return operator, router
+
+    operator, router = fresh()
+    empty = {
+        "operator": settled_rss(operator.program.pid),
+        "router": settled_rss(router.program.pid),
+    }
+    items = [
+        json.loads(session_manifest(f"shop-{i}", f"{i}", paused=True, hibernation=HIBERNATION))
+        for i in range(count)
+    ]
+    cluster.kubectl(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}),
+        timeout=600,
+    )
+    operator.stop()  # asleep as the operator would have left them, written while it is away
+    since = time.time() - 60
+    for i in range(count):
+        record = {
+            "state": "Hibernating",
+            "since": iso(since),
+            "reason": "idle",
+            "nextWake": iso(since + 86400)[:19] + "Z",
+        }
+        status = {"phase": "Hibernating", "hibernation": record}
+        api.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, f"shop-{i}", {"status": status}
+        )
+    patch = json.dumps({"spec": {"paused": False}})
+    for i in range(count):
+        api.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, f"shop-{i}", json.loads(patch)
+        )
+    router.stop()
+    operator, router = fresh()
+
+    def zero_replicas() -> bool:
+        out = cluster.kubectl(
+            "get", "statefulsets", "-n", namespace, "-o", "jsonpath={.items[*].spec.replicas}"
+        ).stdout.split()
+        return len(out) == count and set(out) == {"0"}
+
+    wait_until(zero_replicas, 900, f"{count} asleep StatefulSets at 0 replicas", interval=2)
+    full = {
+        "operator": settled_rss(operator.program.pid),
+        "router": settled_rss(router.program.pid),
+    }
+    phases = cluster.kubectl(
+        "get", PLURAL, "-n", namespace, "-o", "jsonpath={.items[*].status.phase}"
+    ).stdout.split()
+    assert phases.count("Hibernating") == count, set(phases)
+    operator.stop()
+    router.stop()
+    per = {k: (full[k] - empty[k]) / count for k in full}
+    print(
+        f"asleep locations: {count}; operator RSS {empty['operator']:.0f} ->"
+        f" {full['operator']:.0f} MiB,"
+        f" router RSS {empty['router']:.0f} -> {full['router']:.0f} MiB;"
+        f" per asleep location: operator {per['operator'] * 1024:.0f} KiB,"
+        f" router {per['router'] * 1024:.0f} KiB"
+    )
+    return {"empty_operator": empty["operator"], "empty_router": empty["router"], **per}
+
+
+def pod_pss(node: TestNode, namespace: str, pod: str) -> float:
+    root = psutil.Process(node.pid(namespace, pod))
+    return pss_mb([root, *root.children(recursive=True)])
+
+
+def wakes(
+    cluster: ControlPlane, node: TestNode, double: Double, s3: SeaweedS3, work: Path, count: int
+) -> float:
+    """Wake-to-sent, volume kept and volume lost; returns the awake pod's PSS (MiB)."""
+    namespace = operator_namespace(cluster, "bench-wake")
+    session_env = {**double.session_env(), "IDLE_CHECK_SECONDS": "0.5"}
+    operator = start_operator(
+        cluster, namespace, session_env, {**s3.env(), "S3_PREFIX": "bench-wake"}, work / "op.log"
+    )
+    router = RouterProcess(
+        cluster,
+        namespace,
+        work / "router.log",
+        WAKE_HOLD_SECONDS="60",
+        UPSTREAM_TIMEOUT_SECONDS="40",
+    )
+    name, location, receiver = "bench", "401", "5491155554010"
+    double.register(receiver)
+    manifest = session_manifest(name, location, hibernation=HIBERNATION)
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=manifest)
+    wait_phase(cluster, namespace, name, "QRRequired", timeout=120)
+    phone = new_phone()
+    double.scan(qr_of(node.pod_ip(namespace, f"wa-{location}-0"), location), phone)
+    wait_phase(cluster, namespace, name, "Ready", timeout=60)
+    time.sleep(5)  # synced, first backup taken: what an idle linked pod holds
+    pss = pod_pss(node, namespace, f"wa-{location}-0")
+    print(f"awake pod, idle and linked: {pss:.0f} MiB PSS (Python, driver, every Chromium process)")
+
+    def asleep_since(after: str) -> str:
+        def check() -> str | None:
+            session = get_session(cluster, namespace, name)
+            since = (session["status"].get("hibernation") or {}).get("since", "")
+            gone = node.pid(namespace, f"wa-{location}-0") is None
+            return (
+                since
+                if session["status"].get("phase") == "Hibernating" and since > after and gone
+                else None
+            )
+
+        return wait_until(check, 180, "the location asleep", interval=0.3)
+
+    slept = asleep_since("")
+    for volume in ("kept", "lost"):
+        totals, decisions = [], []
+        for n in range(count):
+            if volume == "lost":
+                shutil.rmtree(node.pvc_path(namespace, f"data-wa-{location}-0"))
+            text = f"wake {volume} {n} {time.time()}"
+            body = {"location_identifier": location, "receiver_phone": receiver, "message": text}
+            started = time.time()
+            answer = requests.post(
+                f"{router.url}/send_message", json=body, headers=router.auth, timeout=120
+            )
+            totals.append(time.time() - started)
+            assert answer.status_code == 200, answer.text
+            status = get_session(cluster, namespace, name)["status"]
+            woken = datetime.fromisoformat(status["hibernation"]["since"]).timestamp()
+            decisions.append(woken - started)
+            slept = asleep_since(slept)
+        print(
+            f"wake-to-sent, volume {volume} ({count} wakes):"
+            f" median {statistics.median(totals):.2f} s,"
+            f" min {min(totals):.2f} s, max {max(totals):.2f} s; of which request -> the operator's"
+            f" wake decision: median {statistics.median(decisions) * 1000:.0f} ms"
+        )
+    router.stop()
+    operator.stop()
+    return pss
+
+
+def table(locations: int, pss: float, costs: dict[str, float]) -> None:
+    """total = awake x the pod's PSS + every location x (operator + router per location) +
+    the operator's and router's own base. An awake location's operator cost is taken as an
+    asleep one's (its /events stream is not in it; see README, operator at scale)."""
+    per_location = costs["operator"] + costs["router"]
+    base = costs["empty_operator"] + costs["empty_router"]
+    print(
+        f"\nmemory of {locations} locations (pod {pss:.0f} MiB; control per location"
+        f" {per_location * 1024:.0f} KiB; operator + router base {base:.0f} MiB):"
+    )
+    print("| awake | pods | asleep | session pods | operator + router | total |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for share in (0.05, 0.20, 1.00):
+        awake = round(locations * share)
+        pods = awake * pss
+        control = base + locations * per_location
+        print(
+            f"| {share:.0%} | {awake} | {locations - awake} | {pods / 1024:.1f} GiB |"
+            f" {control:.0f} MiB | {(pods + control) / 1024:.1f} GiB |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--locations", type=int, default=1000)
+    parser.add_argument("--wakes", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="hibernation-bench-"))
+    double_program, double = start_double(work / "double.log")
+    try:
+        with (
+            SeaweedS3(work / "s3") as s3,
+            ControlPlane(control_plane_binaries(), work / "control-plane") as cluster,
+        ):
+            costs = asleep_costs(cluster, work, args.locations)
+            with TestNode(cluster, work / "node", REPO) as node:
+                pss = wakes(cluster, node, double, s3, work, args.wakes)
+            table(args.locations, pss, costs)
+    finally:
+        double_program.stop()
+
+
+if __name__ == "__main__":
+    main()
