@@ -72,7 +72,7 @@ def iso(at: float) -> str:
 
 def asleep_costs(cluster: ControlPlane, work: Path, count: int) -> dict[str, float]:
     """RSS of the operator and the router with `count` asleep locations, and without any."""
-    namespace = operator_namespace(cluster, "bench-asleep")
+    namespace = operator_namespace(cluster, "hba")
     api = client.CustomObjectsApi(config.new_client_from_config(str(cluster.admin_kubeconfig)))
 
     def fresh() -> tuple[OperatorProcess, RouterProcess]:
@@ -147,6 +147,26 @@ def asleep_costs(cluster: ControlPlane, work: Path, count: int) -> dict[str, flo
     return {"empty_operator": empty["operator"], "empty_router": empty["router"], **per}
 
 
+def pod_times(node: TestNode, namespace: str, pod: str, after: float) -> tuple[float, float]:
+    """(when the pod's process listened, when its session was ready) after `after`, from its
+    log."""
+    listening = ready = None
+    for line in node.log_path(namespace, pod, "session").read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        at = datetime.fromisoformat(entry.get("ts", "1970-01-01T00:00:00Z")).timestamp()
+        if at < after:
+            continue
+        if entry.get("msg") == "listening" and listening is None:
+            listening = at
+        elif entry.get("new") == "ready" and listening is not None and ready is None:
+            ready = at
+    assert listening is not None and ready is not None, "the pod's log says no start"
+    return listening, ready
+
+
 def pod_pss(node: TestNode, namespace: str, pod: str) -> float:
     root = psutil.Process(node.pid(namespace, pod))
     return pss_mb([root, *root.children(recursive=True)])
@@ -156,7 +176,7 @@ def wakes(
     cluster: ControlPlane, node: TestNode, double: Double, s3: SeaweedS3, work: Path, count: int
 ) -> float:
     """Wake-to-sent, volume kept and volume lost; returns the awake pod's PSS (MiB)."""
-    namespace = operator_namespace(cluster, "bench-wake")
+    namespace = operator_namespace(cluster, "hbw")
     session_env = {**double.session_env(), "IDLE_CHECK_SECONDS": "0.5"}
     operator = start_operator(
         cluster, namespace, session_env, {**s3.env(), "S3_PREFIX": "bench-wake"}, work / "op.log"
@@ -195,7 +215,7 @@ def wakes(
 
     slept = asleep_since("")
     for volume in ("kept", "lost"):
-        totals, decisions = [], []
+        totals, decisions, listening, ready, sent = [], [], [], [], []
         for n in range(count):
             if volume == "lost":
                 shutil.rmtree(node.pvc_path(namespace, f"data-wa-{location}-0"))
@@ -205,17 +225,26 @@ def wakes(
             answer = requests.post(
                 f"{router.url}/send_message", json=body, headers=router.auth, timeout=120
             )
-            totals.append(time.time() - started)
+            answered = time.time()
+            totals.append(answered - started)
             assert answer.status_code == 200, answer.text
             status = get_session(cluster, namespace, name)["status"]
             woken = datetime.fromisoformat(status["hibernation"]["since"]).timestamp()
             decisions.append(woken - started)
+            up, at_ready = pod_times(node, namespace, f"wa-{location}-0", started)
+            listening.append(up - woken)
+            ready.append(at_ready - up)
+            sent.append(answered - at_ready)
             slept = asleep_since(slept)
         print(
             f"wake-to-sent, volume {volume} ({count} wakes):"
             f" median {statistics.median(totals):.2f} s,"
-            f" min {min(totals):.2f} s, max {max(totals):.2f} s; of which request -> the operator's"
-            f" wake decision: median {statistics.median(decisions) * 1000:.0f} ms"
+            f" min {min(totals):.2f} s, max {max(totals):.2f} s. Medians of the parts: request ->"
+            f" the operator's wake {statistics.median(decisions) * 1000:.0f} ms, -> the pod's"
+            f" process listening {statistics.median(listening):.2f} s (StatefulSet, node, Python),"
+            f" -> session ready {statistics.median(ready):.2f} s (restore, Chromium, WhatsApp"
+            f" Web), -> 200 {statistics.median(sent) * 1000:.0f} ms (the router sees Ready,"
+            f" the send)"
         )
     router.stop()
     operator.stop()
@@ -246,7 +275,7 @@ def table(locations: int, pss: float, costs: dict[str, float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--locations", type=int, default=1000)
+    parser.add_argument("--locations", type=int, default=1000, help="0: wakes only")
     parser.add_argument("--wakes", type=int, default=5)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="hibernation-bench-"))
@@ -256,10 +285,11 @@ def main() -> None:
             SeaweedS3(work / "s3") as s3,
             ControlPlane(control_plane_binaries(), work / "control-plane") as cluster,
         ):
-            costs = asleep_costs(cluster, work, args.locations)
+            costs = asleep_costs(cluster, work, args.locations) if args.locations else None
             with TestNode(cluster, work / "node", REPO) as node:
                 pss = wakes(cluster, node, double, s3, work, args.wakes)
-            table(args.locations, pss, costs)
+            if costs is not None:
+                table(args.locations, pss, costs)
     finally:
         double_program.stop()
 

@@ -14,6 +14,7 @@ from whatsapp_operator.hibernation import (
     AWAKE,
     Hibernation,
     HibernationSpec,
+    Step,
     asleep,
     instant,
     plan,
@@ -37,6 +38,11 @@ def resource(status: dict[str, Any], **spec: Any) -> Resource:
     )
 
 
+def look(resource: Resource, spec: HibernationSpec, now: float) -> Step:
+    """`plan` with the pod's live stream saying what the status says."""
+    return plan(resource, spec, now, resource.status.get("idleSince"))
+
+
 def idle_ready(**extra: Any) -> dict[str, Any]:
     return {"phase": "Ready", "idleSince": timestamp(NOW - 5), **extra}
 
@@ -52,7 +58,7 @@ def sleeping(since: float, **record: Any) -> dict[str, Any]:
 
 
 def test_an_idle_ready_session_hibernates_with_its_next_wake_recorded() -> None:
-    step = plan(resource(idle_ready()), ON, NOW)
+    step = look(resource(idle_ready()), ON, NOW)
     assert step.rescale and step.status is not None
     record = step.status["hibernation"]
     assert record["state"] == ASLEEP and record["reason"] == "idle"
@@ -63,15 +69,23 @@ def test_an_idle_ready_session_hibernates_with_its_next_wake_recorded() -> None:
 
 
 def test_nothing_happens_while_busy_not_ready_off_paused_or_in_conflict() -> None:
-    assert plan(resource({"phase": "Ready"}), ON, NOW).status is None  # no idle fact
-    assert plan(resource(idle_ready(phase="Syncing")), ON, NOW).status is None
-    assert plan(resource(idle_ready()), HibernationSpec(), NOW).status is None
-    assert plan(resource(idle_ready(), paused=True), ON, NOW).status is None
-    assert plan(resource(idle_ready(phase="Conflict")), ON, NOW).status is None
+    assert look(resource({"phase": "Ready"}), ON, NOW).status is None  # no idle fact
+    assert look(resource(idle_ready(phase="Syncing")), ON, NOW).status is None
+    assert look(resource(idle_ready()), HibernationSpec(), NOW).status is None
+    assert look(resource(idle_ready(), paused=True), ON, NOW).status is None
+    assert look(resource(idle_ready(phase="Conflict")), ON, NOW).status is None
+
+
+def test_an_idle_fact_the_live_stream_does_not_confirm_waits() -> None:
+    """After an operator restart the status may say idle while the pod, busy again, has not
+    been heard yet: nothing until its stream says the same."""
+    assert plan(resource(idle_ready()), ON, NOW, None).status is None
+    assert plan(resource(idle_ready()), ON, NOW, timestamp(NOW - 500)).status is None
+    assert plan(resource(idle_ready()), ON, NOW, timestamp(NOW - 5)).rescale
 
 
 def test_a_request_wake_keeps_it_up_for_the_idle_time_even_if_idle_at_once() -> None:
-    woken = plan(resource({**sleeping(NOW - 100), "wakeRequest": "r1"}), ON, NOW)
+    woken = look(resource({**sleeping(NOW - 100), "wakeRequest": "r1"}), ON, NOW)
     assert woken.rescale and woken.status is not None
     record = woken.status["hibernation"]
     assert record["state"] == AWAKE and record["reason"] == "request"
@@ -79,24 +93,29 @@ def test_a_request_wake_keeps_it_up_for_the_idle_time_even_if_idle_at_once() -> 
     assert record["nextWake"] is None and woken.status["phase"] == "Pending"
     # The pod is idle before the request it was woken for has arrived: not yet.
     awake = {**idle_ready(), "wakeRequest": "r1", "hibernation": record}
-    wait = plan(resource(awake), ON, NOW + 10)
+    wait = look(resource(awake), ON, NOW + 10)
     assert wait.status is None and wait.at == NOW + 60
-    assert plan(resource(awake), ON, NOW + 61).rescale
+    assert look(resource(awake), ON, NOW + 61).rescale
+    # Ready only 50 s after the wake (a slow start): the idle time counts from then.
+    became_ready = {"type": "Ready", "status": "True", "lastTransitionTime": timestamp(NOW + 50)}
+    slow = {**awake, "conditions": [became_ready]}
+    assert look(resource(slow), ON, NOW + 61).at == NOW + 110
+    assert look(resource(slow), ON, NOW + 111).rescale
 
 
 def test_a_request_already_answered_wakes_nothing_again() -> None:
     answered = {**sleeping(NOW - 100, answered="r1"), "wakeRequest": "r1"}
-    step = plan(resource(answered), ON, NOW)
+    step = look(resource(answered), ON, NOW)
     assert step.status is None and step.at == NOW - 100 + 3600
 
 
 def test_the_schedule_wakes_it_when_due_and_follows_a_changed_interval() -> None:
-    due = plan(resource(sleeping(NOW - 3600)), ON, NOW)
+    due = look(resource(sleeping(NOW - 3600)), ON, NOW)
     assert due.rescale and due.status is not None
     assert due.status["hibernation"]["reason"] == "schedule"
     assert due.status["hibernation"]["awakeUntil"] is None  # idle again as soon as caught up
     shorter = HibernationSpec(enabled=True, idle_seconds=60, wake_interval_seconds=600)
-    moved = plan(resource(sleeping(NOW - 100)), shorter, NOW)
+    moved = look(resource(sleeping(NOW - 100)), shorter, NOW)
     assert moved.status == {
         "hibernation": {**sleeping(NOW - 100)["hibernation"], "nextWake": timestamp(NOW + 500)}
     }
@@ -104,14 +123,14 @@ def test_the_schedule_wakes_it_when_due_and_follows_a_changed_interval() -> None
 
 
 def test_turning_hibernation_off_wakes_a_sleeping_session() -> None:
-    step = plan(resource(sleeping(NOW - 10)), HibernationSpec(), NOW)
+    step = look(resource(sleeping(NOW - 10)), HibernationSpec(), NOW)
     assert step.rescale and step.status is not None
     assert step.status["hibernation"]["reason"] == "disabled"
 
 
 def test_a_request_while_awake_extends_the_awake_time_without_a_rescale() -> None:
     record = {"state": AWAKE, "since": timestamp(NOW - 5), "reason": "schedule"}
-    step = plan(resource({**idle_ready(), "hibernation": record, "wakeRequest": "r2"}), ON, NOW)
+    step = look(resource({**idle_ready(), "hibernation": record, "wakeRequest": "r2"}), ON, NOW)
     assert not step.rescale and step.status is not None
     assert step.status["hibernation"]["awakeUntil"] == timestamp(NOW + 60)
 
@@ -149,7 +168,8 @@ def test_a_watch_event_older_than_the_last_step_never_undoes_it() -> None:
 
     applies: list[Resource] = []
     defaults = {"hibernation": {"enabled": True, "idleSeconds": 60}}
-    hibernation = Hibernation(defaults, written, applied, Notices(per_minute=0))
+    live = {"u-13": idle_ready()["idleSince"]}
+    hibernation = Hibernation(defaults, written, applied, Notices(per_minute=0), live.get)
     before = resource(idle_ready())
 
     async def scenario() -> None:

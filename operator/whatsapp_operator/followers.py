@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,6 +79,10 @@ class Followers:
         self._tasks: dict[str, tuple[tuple[str, PodSeen], asyncio.Task[None]]] = {}
         self._http: aiohttp.ClientSession | None = None
         self._credentials = credentials
+        # By resource uid: `idleSince` as the running follower's stream last said it (None:
+        # busy, or not said yet). `on_idle(uid)` runs after each `idle` event it applies.
+        self._idle: dict[str, str | None] = {}
+        self.on_idle: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         # One pool for every stream: a connection per followed pod, none idle for long.
@@ -91,6 +96,12 @@ class Followers:
             mirror.close()
         if self._http is not None:
             await self._http.close()
+
+    def idle_since(self, uid: str) -> str | None:
+        """What the resource's pod has said of its idleness on the stream followed now: an
+        idle fact in the status is acted on only once the live stream says it too (after an
+        operator restart the status may hold one the pod has taken back meanwhile)."""
+        return self._idle.get(uid)
 
     def address(self, label: str) -> tuple[str, int] | None:
         """The location's running pod (IP, port), if the pod watch has seen one."""
@@ -146,6 +157,7 @@ class Followers:
             current[1].cancel()
             del self._tasks[label]
         if key is not None and owner is not None and pod is not None:
+            self._idle.pop(owner.uid, None)  # a new stream says it again from its start
             task = asyncio.create_task(self._follow(owner, pod), name=f"follow {pod.name}")
             task.add_done_callback(lambda done: self._ended(label, key, done))
             self._tasks[label] = (key, task)
@@ -212,7 +224,11 @@ class Followers:
                 )
             mirror.update(fields)
         elif event.type == EventType.IDLE:
-            mirror.update(idle_status(event.data))
+            fields = idle_status(event.data)
+            self._idle[mirror.resource.uid] = fields["idleSince"]
+            mirror.update(fields)
+            if self.on_idle is not None:
+                self.on_idle(mirror.resource.uid)
         elif event.type == EventType.REMOTE_SESSION_SAVED:
             mirror.update(backup_status(event.data, mirror.conditions, event.at))
         elif event.type in WARNINGS and live:

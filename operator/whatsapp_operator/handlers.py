@@ -59,7 +59,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         lambda resource, fields: write_status(memo, resource, fields),
         lambda resource: reapply(memo, resource),
         notices,
+        followers.idle_since,
     )
+    followers.on_idle = memo.hibernation.poke
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
     if config.metrics_port:
         serve(config.metrics_port)

@@ -97,8 +97,9 @@ class Step:
     rescale: bool = False
 
 
-def plan(resource: Resource, spec: HibernationSpec, now: float) -> Step:
-    """What hibernation wants of `resource` now (a pure function of the resource)."""
+def plan(resource: Resource, spec: HibernationSpec, now: float, live_idle: str | None) -> Step:
+    """What hibernation wants of `resource` now: a pure function of the resource and of what
+    its pod's live stream says of idleness (`live_idle`, which must confirm the status's)."""
     record = dict(resource.status.get("hibernation") or {})
     request = resource.status.get("wakeRequest")
     new_request = request is not None and request != record.get("answered")
@@ -125,9 +126,10 @@ def plan(resource: Resource, spec: HibernationSpec, now: float) -> Step:
         until = timestamp(now + spec.idle_seconds)
         extended = {**record, "awakeUntil": until, "answered": request}
         return Step({"hibernation": extended}, why="stay awake (request)")
-    if not resource.status.get("idleSince") or resource.status.get("phase") != Phase.READY:
+    idle = resource.status.get("idleSince")
+    if not idle or idle != live_idle or resource.status.get("phase") != Phase.READY:
         return Step()
-    until = parse_time(record.get("awakeUntil"))
+    until = _awake_until(resource, record, spec)
     if until is not None and now < until:
         return Step(at=until)
     wake_at = now + spec.wake_interval_seconds
@@ -149,6 +151,23 @@ def plan(resource: Resource, spec: HibernationSpec, now: float) -> Step:
         why="hibernate",
         rescale=True,
     )
+
+
+def _awake_until(resource: Resource, record: dict[str, Any], spec: HibernationSpec) -> float | None:
+    """Not asleep again before this: `awakeUntil`, and, for a wake a request caused, the idle
+    time counted from when the session became ready (a request retried or held until then must
+    have its turn even when the wake took longer than the idle time)."""
+    until = parse_time(record.get("awakeUntil"))
+    if record.get("reason") != "request":
+        return until
+    conditions = resource.status.get("conditions") or []
+    ready = next((c for c in conditions if c.get("type") == "Ready"), {})
+    became_ready = (
+        parse_time(ready.get("lastTransitionTime")) if ready.get("status") == "True" else None
+    )
+    if became_ready is None:
+        return until
+    return max(until or 0.0, became_ready + spec.idle_seconds)
 
 
 def _wake(
@@ -186,9 +205,16 @@ class Hibernation:
     """Acts on `plan` for every resource the watch reports, and at the times it names."""
 
     def __init__(
-        self, defaults: dict[str, Any], write_status: WriteStatus, apply: Apply, notices: Notices
+        self,
+        defaults: dict[str, Any],
+        write_status: WriteStatus,
+        apply: Apply,
+        notices: Notices,
+        live_idle: Callable[[str], str | None],
     ) -> None:
+        """`live_idle(uid)`: `idleSince` as the pod's live stream says it (Followers)."""
         self._defaults = defaults
+        self._live_idle = live_idle
         self._write_status, self._apply = write_status, apply
         self._notices = notices
         self._latest: dict[str, Resource] = {}  # by uid: the newest body the watch reported
@@ -226,7 +252,7 @@ class Hibernation:
             if resource is None:
                 return
             spec = HibernationSpec.of(self._defaults, resource.spec)
-            step = plan(resource, spec, time.time())
+            step = plan(resource, spec, time.time(), self._live_idle(uid))
             self._arm(uid, step.at)
             if step.status is None:
                 return
@@ -271,6 +297,12 @@ class Hibernation:
         loop = asyncio.get_running_loop()
         delay = max(0.0, at - time.time())
         self._timers[uid] = loop.call_later(delay, self._fire, uid)
+
+    def poke(self, uid: str) -> None:
+        """Look at the resource again now (its pod said something of its idleness)."""
+        if uid in self._latest:
+            self._arm(uid, None)
+            self._fire(uid)
 
     def _fire(self, uid: str) -> None:
         self._timers.pop(uid, None)
