@@ -5,13 +5,16 @@ A linked location with `spec.hibernation` goes idle, takes its final backup and 
 zero (`kubectl get` shows Hibernating); a send without a key and a keyed send each wake it
 and are delivered once (the double counts every delivery of a message); a message a customer
 sends while it sleeps reaches Rails as a webhook after the scheduled wake, which no request
-caused; and it goes back to sleep after each wake."""
+caused, even though the operator was killed while it slept and the wake fell due before
+another started; and it goes back to sleep after each wake."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,13 +234,15 @@ def test_a_keyed_send_wakes_it_and_is_sent_once_across_retries(
     assert [m["deliveries"] for m in sent(double, phone, text)] == [1]
 
 
-def test_a_scheduled_wake_delivers_what_arrived_while_asleep(
+def test_a_scheduled_wake_delivers_what_arrived_while_asleep_across_an_operator_crash(
     control_plane: ControlPlane,
     namespace: str,
+    operator: OperatorProcess,
     routers: dict[str, RouterProcess],
     double: Double,
     rails: RailsReceiver,
     phone: str,
+    tmp_path: Path,
 ) -> None:
     slept = asleep(control_plane, namespace)["status"]
     text = f"Hola, quiero cambiar mi turno {uuid.uuid4().hex[:6]}"
@@ -248,17 +253,27 @@ def test_a_scheduled_wake_delivers_what_arrived_while_asleep(
     assert not [e for e in rails.events("message") if e["data"]["body"] == text]
     assert get_session(control_plane, namespace, NAME)["status"]["phase"] == "Hibernating"
 
-    # The schedule, shortened: it falls due now (the sleep began more than 15 s ago or soon
-    # will), with no request through any router.
+    # The operator dies (-9, nothing saved), the schedule is shortened so that the wake falls
+    # due while no operator runs: the next one wakes it from the record in the status alone,
+    # with no request through any router.
+    operator.program.kill()
     patch_spec(control_plane, namespace, NAME, {"hibernation": {"wakeIntervalSeconds": 15}})
-    webhook = wait_until(
-        lambda: next((e for e in rails.events("message") if e["data"]["body"] == text), None),
-        120,
-        "the message that arrived while asleep, as a webhook",
-    )
-    assert webhook["event_id"] == incoming["id"] and webhook["data"]["from"].startswith(CUSTOMER)
-    status = get_session(control_plane, namespace, NAME)["status"]
-    assert status.get("wakeRequest") == slept.get("wakeRequest")  # no router asked
-    again = asleep(control_plane, namespace, after=slept["hibernation"]["since"])
-    assert again["status"]["hibernation"]["reason"] == "idle"
-    assert len([e for e in rails.events("message") if e["data"]["body"] == text]) == 1
+    due = datetime.fromisoformat(slept["hibernation"]["since"]).timestamp() + 15
+    time.sleep(max(0.0, due - time.time()) + 1)
+    assert get_session(control_plane, namespace, NAME)["status"]["phase"] == "Hibernating"
+    restarted = OperatorProcess(control_plane, namespace, *operator.args, tmp_path / "op.log")
+    try:
+        webhook = wait_until(
+            lambda: next((e for e in rails.events("message") if e["data"]["body"] == text), None),
+            120,
+            "the message that arrived while asleep, as a webhook",
+        )
+        assert webhook["event_id"] == incoming["id"]
+        assert webhook["data"]["from"].startswith(CUSTOMER)
+        status = get_session(control_plane, namespace, NAME)["status"]
+        assert status.get("wakeRequest") == slept.get("wakeRequest")  # no router asked
+        again = asleep(control_plane, namespace, after=slept["hibernation"]["since"])
+        assert again["status"]["hibernation"]["reason"] == "idle"
+        assert len([e for e in rails.events("message") if e["data"]["body"] == text]) == 1
+    finally:
+        restarted.stop()
