@@ -25,6 +25,7 @@ from .notices import Notices
 from .reconcile import reconcile
 from .removal import apply_deletion_policy
 from .resource import Resource, Seen
+from .scope import restrict_watches, user_agent
 
 OURS = {"app.kubernetes.io/name": APP}
 KINDS = ("StatefulSet", "Service")
@@ -32,7 +33,8 @@ KINDS = ("StatefulSet", "Service")
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """The project's annotation prefix and finalizer, timeouts; the clients, once."""
+    """The project's annotation prefix and finalizer, timeouts, what is watched (this
+    shard's objects only); the clients, once."""
     config = OperatorConfig.from_env()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -45,14 +47,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.networking.request_timeout = config.api_timeout_seconds
     settings.posting.level = 20  # INFO: Events of transitions (rate-limited in notices.py)
     settings.peering.lifetime = config.peering_lifetime_seconds
-    api = Api(Kube(), config.api_workers, config.api_timeout_seconds)
+    restrict_watches(settings, config.shard)
+    api = Api(Kube(user_agent(config.shard)), config.api_workers, config.api_timeout_seconds)
     notices = Notices(config.events_per_minute)
     credentials = PodCredentials(config.pod_auth_masters)  # what the operator shows a pod
     followers = Followers(api, config, notices, credentials)
     await followers.start()
     memo.config, memo.api, memo.notices, memo.followers = config, api, notices, followers
     memo.credentials = credentials
-    memo.cache = Cache(api)
+    memo.cache = Cache(api, config.shard)
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
     if config.metrics_port:
         serve(config.metrics_port)
