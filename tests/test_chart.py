@@ -172,7 +172,8 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     scrape = env["METRICS_TOKENS"]["valueFrom"]["secretKeyRef"]
     assert scrape == {"name": "wa-scrape", "key": "tokens"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    # Only the operator may touch Secrets, and it cannot list them; the router none.
+    # Only the operator may touch Secrets (it watches the locations' keys Secrets, selected by
+    # label, so an operator restart re-derives them without a read each); the router none.
     rules = {
         name: [r for r in role["rules"] if "secrets" in r["resources"]]
         for (kind, name), role in rendered.items()
@@ -180,7 +181,11 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     }
     assert rules == {
         "wa-whatsapp-sessions-operator": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]}
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "verbs": ["get", "list", "watch", "create", "patch"],
+            }
         ],
         "wa-whatsapp-sessions-router": [],
     }

@@ -1,6 +1,6 @@
-"""What the watches say of the namespace: its StatefulSets and Services (as far as ownership
-and drift go) and its WhatsAppSessions by location; of this shard's locations only, when
-the operator is one shard of several (scope.py).
+"""What the watches say of the namespace: its StatefulSets, Services and keys Secrets (as far
+as ownership and drift go) and its WhatsAppSessions by location; of this shard's locations
+only, when the operator is one shard of several (scope.py).
 
 Filled once per namespace by one LIST of each kind on first use, then kept current by
 kopf's watch events (`on.event`). Not kopf.index: kopf makes every handler wait until every
@@ -63,6 +63,7 @@ class Cache:
         for kind, lister in (
             ("StatefulSet", apps.list_namespaced_stateful_set),
             ("Service", core.list_namespaced_service),
+            ("Secret", core.list_namespaced_secret),
         ):
             # Raw JSON: the client's models cost milliseconds per object to build.
             response = await self._api.call(

@@ -20,6 +20,7 @@ from .cache import Cache
 from .config import OperatorConfig
 from .followers import Followers, PodSeen
 from .kube import Api, Kube, Unreachable, handler_error
+from .manifests import keys_secret_name
 from .metrics import serve
 from .notices import Notices
 from .reconcile import reconcile
@@ -28,7 +29,6 @@ from .resource import Resource, Seen
 from .scope import restrict_watches, user_agent
 
 OURS = {"app.kubernetes.io/name": APP}
-KINDS = ("StatefulSet", "Service")
 
 
 @kopf.on.startup()
@@ -67,8 +67,14 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.api.close()
 
 
-def seen_objects(cache: Cache, name: str) -> dict[str, Seen | None]:
-    return {kind: cache.seen(kind, name) for kind in KINDS}
+def seen_objects(cache: Cache, location: str) -> dict[str, Seen | None]:
+    """The watches' picture of the location's StatefulSet, Service and keys Secret."""
+    name = session_name(location)
+    return {
+        "StatefulSet": cache.seen("StatefulSet", name),
+        "Service": cache.seen("Service", name),
+        "Secret": cache.seen("Secret", keys_secret_name(location)),
+    }
 
 
 async def run_reconcile(
@@ -95,7 +101,7 @@ async def run_reconcile(
 async def apply_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     resource = Resource.of(body)
     await memo.cache.ready(resource.namespace)
-    seen = seen_objects(memo.cache, session_name(resource.location))
+    seen = seen_objects(memo.cache, resource.location)
     status = await run_reconcile(memo, resource, seen)
     # Only what differs: a resume of an unchanged resource sends no status patch.
     patch.status.update({k: v for k, v in status.items() if resource.status.get(k) != v})
@@ -117,6 +123,7 @@ async def session_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **
 
 @kopf.on.event("apps", "v1", "statefulsets")
 @kopf.on.event("v1", "services")
+@kopf.on.event("v1", "secrets")
 async def owned_object_changed(
     type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -127,7 +134,9 @@ async def owned_object_changed(
         return
     resources = [r for r in memo.cache.location(label) if not r.deleting]
     owner = [r for r in resources if r.uid == seen.owner_uid]
-    objects = seen_objects(memo.cache, seen.name)
+    if not resources:
+        return
+    objects = seen_objects(memo.cache, resources[0].location)
     if type == "DELETED":
         memo.versions.pop((seen.kind, seen.name), None)
         # The owner takes it back; with no owner left, the oldest other resource may claim it.

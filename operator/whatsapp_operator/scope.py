@@ -1,6 +1,7 @@
-"""What this operator watches and lists: the session pods, StatefulSets and Services of the
-project only (a server-side label selector, so no other workload of the namespace reaches
-it), and, when it is a shard, only its own shard's locations (whatsapp_common.sharding)."""
+"""What this operator watches and lists: the session pods, StatefulSets, Services and keys
+Secrets of the project only (a server-side label selector, so no other workload of the
+namespace reaches it), and, when it is a shard, only its own shard's locations
+(whatsapp_common.sharding)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from whatsapp_common.sharding import SHARD_LABEL
 
 
 def objects_selector(shard: str | None) -> str:
-    """Of the location's StatefulSet, Service and pod."""
+    """Of the location's StatefulSet, Service, keys Secret and pod."""
     selector = f"{APP_LABEL}={APP}"
     return f"{selector},{SHARD_LABEL}={shard}" if shard else selector
 
@@ -28,7 +29,12 @@ def shard_labels(shard: str | None) -> dict[str, str]:
 
 def restrict_watches(settings: kopf.OperatorSettings, shard: str | None) -> None:
     objects = objects_selector(shard)
-    for resource in (("v1", "pods"), ("apps", "v1", "statefulsets"), ("v1", "services")):
+    for resource in (
+        ("v1", "pods"),
+        ("apps", "v1", "statefulsets"),
+        ("v1", "services"),
+        ("v1", "secrets"),
+    ):
         settings.watching.label_selectors[resource] = objects
     if (sessions := sessions_selector(shard)) is not None:
         settings.watching.label_selectors[GROUP, PLURAL] = sessions
