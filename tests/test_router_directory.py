@@ -136,7 +136,7 @@ class Wakes:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def start(self, directory: Directory) -> None:
+    async def start(self, directory: Directory, metrics: RouterMetrics) -> None:
         return None
 
     async def stop(self) -> None:

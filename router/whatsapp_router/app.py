@@ -54,7 +54,7 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     add_routes(app)
 
     async def start(_: web.Application) -> None:
-        await backend.start(directory)
+        await backend.start(directory, metrics)
 
     async def stop(_: web.Application) -> None:
         await backend.stop()
