@@ -43,7 +43,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 NAME, LOCATION = "sleepy-shop", "301"
 SECRET = "hibernation-webhook-secret"
 CUSTOMER = "5491155553010"
-WAKE_HOLD_SECONDS = 40
+WAKE_HOLD_SECONDS = 90  # a wake right after a sleep waits for the old pod to be gone
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ def test_a_keyed_send_wakes_it_and_is_sent_once_across_retries(
         answer = send(routers["answer"], text, key)
         return answer if answer.status_code == 200 else None
 
-    answer = wait_until(retried, 90, "the keyed send to be answered 200", interval=1)
+    answer = wait_until(retried, 180, "the keyed send to be answered 200", interval=1)
     assert answer.json()["success"] is True
     (message,) = sent(double, phone, text)
     assert message["deliveries"] == 1 and message["id"] == answer.json()["id"]
@@ -265,7 +265,7 @@ def test_a_scheduled_wake_delivers_what_arrived_while_asleep_across_an_operator_
     try:
         webhook = wait_until(
             lambda: next((e for e in rails.events("message") if e["data"]["body"] == text), None),
-            120,
+            180,
             "the message that arrived while asleep, as a webhook",
         )
         assert webhook["event_id"] == incoming["id"]
