@@ -133,6 +133,7 @@ class Followers:
             self._sync(resource.label)
         if mirror := self._mirrors.pop(resource.uid, None):
             mirror.close()
+        self._idle.pop(resource.uid, None)
 
     def pod(self, label: str, pod: PodSeen | None) -> None:
         """What the pod watch says of the location's pod (None: none is running)."""
