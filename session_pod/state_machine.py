@@ -1,7 +1,7 @@
 """The session's explicit state machine.
 
-starting -> qr_required -(QR scanned, or a pairing code typed in)-> authenticating -> syncing -> ready
-(qr_required holds while a pairing code is pending: `Session.pairing`, `/status` pairing_code_pending)
+starting -> qr_required -(QR scanned, or pairing code typed in)-> authenticating -> syncing -> ready
+(a pending pairing code keeps qr_required: `Session.pairing`, /status `pairing_code_pending`)
 ready -(socket lost, page crash)-> disconnected -> starting/syncing -> ready
 ready -(remote logout)-> qr_required
 any -(/logout)-> logged_out -(/login)-> starting
