@@ -8,6 +8,7 @@ import json
 from aiohttp import web
 
 from whatsapp_common.answers import ApiError, being_initialized, success
+from whatsapp_common.event_types import EventType
 from whatsapp_common.logs import get_logger
 from whatsapp_common.states import SessionState
 from whatsapp_common.validation import (
@@ -227,6 +228,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     # A comment line this often while nothing happens: a client with a read timeout tells a
     # quiet session from a dead connection (a half-open one never says it is closed).
     heartbeat = int_param(request.query, "heartbeat", 15, 1, 300)
+    # `types=qr,state`: only those (the router's link page needs four kinds, not messages).
+    wanted = event_types(request.query.get("types"))
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -244,6 +247,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             except StopAsyncIteration:
                 break
             pending = asyncio.ensure_future(anext(stream))
+            if wanted is not None and event.type not in wanted:
+                continue
             payload = json.dumps(event.as_dict())
             await response.write(
                 f"id: {event.id}\nevent: {event.type}\ndata: {payload}\n\n".encode()
@@ -255,6 +260,17 @@ async def events(request: web.Request) -> web.StreamResponse:
         await asyncio.wait({pending})  # the generator must be idle before it is closed
         await stream.aclose()
     return response
+
+
+def event_types(listed: str | None) -> frozenset[str] | None:
+    """The event types of a comma-separated list (None: all)."""
+    if not listed:
+        return None
+    types = frozenset(t.strip() for t in listed.split(",") if t.strip())
+    unknown = sorted(types - set(EventType))
+    if unknown:
+        raise ApiError(400, f"Unknown event types: {', '.join(unknown)}")
+    return types
 
 
 async def message(request: web.Request) -> web.Response:

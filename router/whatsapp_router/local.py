@@ -50,6 +50,8 @@ ROUTER_ONLY_ENV = (
     "BACKUP_MASTER_KEYS",
     "POD_AUTH_MASTER_KEYS",
     "POD_AUTH_MASTER_KEYS_FILE",
+    "LINK_MASTER_KEYS",
+    "LINK_MASTER_KEYS_FILE",
 )
 
 
@@ -302,8 +304,14 @@ def main() -> None:
     try:
         masters = master_ring(data_root, "BACKUP_MASTER_KEYS", "backup-keys")
         pod_auth = master_ring(data_root, "POD_AUTH_MASTER_KEYS", "pod-auth-keys")
+        link = master_ring(data_root, "LINK_MASTER_KEYS", "link-keys")
         settings = RouterSettings.from_env(
-            {**env, "ROUTER_TOKEN": _token(data_root), "POD_AUTH_MASTER_KEYS": pod_auth.to_text()}
+            {
+                **env,
+                "ROUTER_TOKEN": _token(data_root),
+                "POD_AUTH_MASTER_KEYS": pod_auth.to_text(),
+                "LINK_MASTER_KEYS": link.to_text(),
+            }
         )
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
