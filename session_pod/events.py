@@ -22,7 +22,7 @@ from whatsapp_common.logs import get_logger
 log = get_logger(__name__)
 
 # Event payload keys that are secrets: sent to API clients, never written to logs.
-SECRET_KEYS = frozenset({"qr", "pairing_code"})
+SECRET_KEYS = frozenset({"qr", "pairing_code", "link_url"})
 
 
 @dataclass(frozen=True)

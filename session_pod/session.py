@@ -27,6 +27,7 @@ from .backup_schedule import BackupSchedule
 from .config import Settings
 from .driver import BridgeMessage, DriverError, WhatsAppWebDriver
 from .events import EventBus
+from .links import QrLinks
 from .metrics import Metrics
 from .state_machine import StateMachine
 from .storage import StoreError
@@ -127,6 +128,7 @@ class Session:
         self.phone: str | None = None
         self.qr: QrCode | None = None
         self.pairing: PairingCode | None = None
+        self._links = QrLinks(settings.location_id, settings.links)
         self._pairing_phone = ""
         self._idle_code: str | None = None  # a code that went idle is never shown again
         self.last_error: str | None = None
@@ -385,7 +387,8 @@ class Session:
         if code and (self.qr is None or self.qr.code != code):
             now = time.time()
             self.qr = QrCode(code, now, now + self.settings.qr_ttl)
-            self.bus.publish(EventType.QR, {"qr": code, "expires_at": self.qr.expires_at})
+            link = self._links.current()  # the link page's URL, for Rails to send on
+            self.bus.publish(EventType.QR, {"qr": code, "expires_at": self.qr.expires_at, **link})
         target = derive_state(snapshot)
         if target == S.QR_REQUIRED and self.state == S.AUTHENTICATING and not code:
             return  # scanned: the page has not switched to SYNCING yet

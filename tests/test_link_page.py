@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from playwright.sync_api import Browser
 
 from tests.support import link_page
 from tests.support.local_mode import LocalMode
-from tests.support.processes import REPO
+from tests.support.processes import REPO, wait_until
+from tests.support.rails import RailsReceiver
 from tests.support.session_pods import Double, new_phone
 from whatsapp_common.keys import parse_ring
 
@@ -25,9 +27,23 @@ QR_LOCATION, PAIRING_LOCATION, EXPIRY_LOCATION = "51", "52", "53"
 
 
 @pytest.fixture(scope="module")
-def local(double: Double, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalMode]:
+def rails() -> Iterator[RailsReceiver]:
+    rails = RailsReceiver()
+    rails.start()
+    yield rails
+    rails.stop()
+
+
+@pytest.fixture(scope="module")
+def local(
+    double: Double, rails: RailsReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalMode]:
     root = tmp_path_factory.mktemp("link-page")
-    env = {**double.session_env(), "HEALTH_CHECK_INTERVAL_SECONDS": "1"}
+    env = {
+        **double.session_env(),
+        **rails.env("link-secret"),
+        "HEALTH_CHECK_INTERVAL_SECONDS": "1",
+    }
     local = LocalMode(root / "data", root / "terminal.log", env, QR_LOCATION)
     try:
         for location in (QR_LOCATION, PAIRING_LOCATION, EXPIRY_LOCATION):
@@ -42,6 +58,10 @@ def local(double: Double, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def browser() -> Iterator[Browser]:
     with link_page.phone_browser() as browser:
         yield browser
+
+
+def data_dir(local: LocalMode) -> Path:
+    return local.program.log_path.parent / "data"
 
 
 def test_the_page_follows_the_qr_and_says_linked(
@@ -60,9 +80,7 @@ def test_the_page_follows_the_qr_and_says_linked(
 
     # Neither the token nor any QR code is in a log line of the router or the pod.
     token = url.rsplit("/", 1)[1]
-    logs = local.output() + "".join(
-        p.read_text() for p in (local.program.log_path.parent / "data").rglob("pod.log")
-    )
+    logs = local.output() + "".join(p.read_text() for p in data_dir(local).rglob("pod.log"))
     assert token not in logs
     assert '"route": "/link/{token}"' in logs or '"route":"/link/{token}"' in logs
     assert "2@" not in logs, "a QR code was logged"
@@ -78,12 +96,37 @@ def test_a_pairing_code_from_the_page_links_the_phone(
 
 def test_expired_and_forged_tokens_show_expired(local: LocalMode, browser: Browser) -> None:
     local.wait_state(EXPIRY_LOCATION, "qr_required", 90)
-    data = local.program.log_path.parent / "data"
-    masters = parse_ring((data / "link-keys").read_text())
+    masters = parse_ring((data_dir(local) / "link-keys").read_text())
     link_page.refuses_expired_and_forged(browser, local, EXPIRY_LOCATION, masters)
     metrics = local.get("/metrics").text
     for reason in ("expired", "forged", "malformed", "linked"):
         assert f'wa_router_link_refusals_total{{reason="{reason}"}}' in metrics, reason
+
+
+def test_the_qr_webhook_carries_a_link_that_opens_the_page(
+    local: LocalMode, rails: RailsReceiver, browser: Browser
+) -> None:
+    """Rails can text or e-mail the link: the pod signs it with its own location's key."""
+    local.wait_state(EXPIRY_LOCATION, "qr_required", 90)
+    qr = wait_until(
+        lambda: next(
+            (e["data"] for e in rails.events("qr") if e["location_identifier"] == EXPIRY_LOCATION),
+            None,
+        ),
+        30,
+        "the qr webhook",
+    )
+    url = qr["link_url"]
+    assert url.startswith(f"{local.url}/link/") and qr["link_expires_at"] > time.time() + 600
+    visit = link_page.Visit(browser, url)
+    try:
+        assert visit.answer.status == 200
+        visit.wait_state("qr")
+        assert visit.page.text_content("h1") == f"Location {EXPIRY_LOCATION}"
+    finally:
+        visit.close()
+    pod_logs = "".join(p.read_text() for p in data_dir(local).rglob("pod.log"))
+    assert url.rsplit("/", 1)[1] not in pod_logs + local.output()
 
 
 def test_link_url_answers_rails_in_the_seeds_shapes(local: LocalMode) -> None:

@@ -31,18 +31,20 @@ def assert_pod_holds_no_master_key(data: Path, pod: psutil.Process) -> None:
     """The master keys stay in local mode's files (0600); the pod's environment holds its own
     location's derived keys and tokens, and neither it nor any file of the pod holds a
     master."""
-    for name in ("backup-keys", "pod-auth-keys"):
+    for name in ("backup-keys", "pod-auth-keys", "link-keys"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
     masters = parse_ring((data / "backup-keys").read_text())
     pod_auth = parse_ring((data / "pod-auth-keys").read_text())
+    link = parse_ring((data / "link-keys").read_text())
     environ = pod.environ()
-    assert "BACKUP_MASTER_KEYS" not in environ and "POD_AUTH_MASTER_KEYS" not in environ
+    assert not {"BACKUP_MASTER_KEYS", "POD_AUTH_MASTER_KEYS", "LINK_MASTER_KEYS"} & set(environ)
+    assert environ["LINK_KEYS"] == link.derive("link-token", LOCATION).to_text()
     assert environ["BACKUP_KEYS"] == masters.derive("backup", LOCATION).to_text()
     assert environ["POD_TOKENS"] == pod_auth.derive(PURPOSE, LOCATION).to_text()
     (pod_dir,) = (data / "sessions").iterdir()
     files = [p for p in pod_dir.rglob("*") if p.is_file() and not p.is_symlink()]
     assert files
-    for master in (*masters, *pod_auth):
+    for master in (*masters, *pod_auth, *link):
         encoded = base64.b64encode(master.secret).decode()
         assert all(encoded not in value for value in environ.values())
         for path in files:

@@ -2,10 +2,11 @@
 
 A token names one location (and the name the page shows) and when it expires, signed with
 HMAC-SHA256 under that location's `link-token` key, derived from a link master key
-(`keys.derive`), so a token of one location opens no other. It carries the name of the master
-it was signed with: during a rotation every master of the ring is accepted and the newest
-signs. Whether the location is linked already is the router's to check: a token stops working
-once it is (README, The link page).
+(`keys.derive`), so a token of one location opens no other, and a session pod that holds its
+location's key can make tokens for its own location only (the `qr` webhook's link). A token
+carries the name of the master it was signed with: during a rotation every master of the ring
+is accepted and the newest signs. Whether the location is linked already is the router's to
+check: a token stops working once it is (README, The link page).
 
 Text form: `<base64url(JSON payload)>.<base64url(HMAC)>`, the MAC over the first part.
 """
@@ -19,7 +20,7 @@ import hmac
 import json
 from dataclasses import dataclass
 
-from .keys import KeyRing
+from .keys import KeyRing, derive
 
 PURPOSE = "link-token"
 MAX_TOKEN_CHARS = 1024
@@ -46,16 +47,16 @@ class InvalidLinkToken(ValueError):
 
 def issue(masters: KeyRing, grant: LinkGrant) -> str:
     """A token for `grant`, signed with the newest master's key for the location."""
-    master = masters.current
-    payload = {
-        "v": 1,
-        "l": grant.location,
-        "n": grant.name,
-        "e": grant.expires_at,
-        "k": master.name,
-    }
+    return sign(masters.derive(PURPOSE, grant.location), grant)
+
+
+def sign(location_keys: KeyRing, grant: LinkGrant) -> str:
+    """A token for `grant` from the location's own link keys (what a session pod holds:
+    `masters.derive(PURPOSE, location)`), signed with the newest."""
+    key = location_keys.current
+    payload = {"v": 1, "l": grant.location, "n": grant.name, "e": grant.expires_at, "k": key.name}
     head = _b64(json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode())
-    return f"{head}.{_b64(_mac(masters, master.name, grant.location, head))}"
+    return f"{head}.{_b64(_mac(key.secret, head))}"
 
 
 def verify(masters: KeyRing, token: str, now: float) -> LinkGrant:
@@ -73,19 +74,19 @@ def verify(masters: KeyRing, token: str, now: float) -> LinkGrant:
         raise InvalidLinkToken("malformed")
     if not isinstance(expires_at, int) or not location:
         raise InvalidLinkToken("malformed")
-    if masters.get(key) is None or not hmac.compare_digest(
-        given, _mac(masters, key, location, head)
-    ):
+    master = masters.get(key)
+    if master is None:
+        raise InvalidLinkToken("forged")
+    location_key = derive(master.secret, PURPOSE, location)
+    if not hmac.compare_digest(given, _mac(location_key, head)):
         raise InvalidLinkToken("forged")
     if now >= expires_at:
         raise InvalidLinkToken("expired")
     return LinkGrant(location, name, expires_at)
 
 
-def _mac(masters: KeyRing, key: str, location: str, head: str) -> bytes:
-    location_key = masters.derive(PURPOSE, location).get(key)
-    assert location_key is not None, "the key is in the ring"
-    return hmac.new(location_key.secret, _MAC_CONTEXT + head.encode(), hashlib.sha256).digest()
+def _mac(location_key: bytes, head: str) -> bytes:
+    return hmac.new(location_key, _MAC_CONTEXT + head.encode(), hashlib.sha256).digest()
 
 
 def _b64(raw: bytes) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 from whatsapp_common.bearer import parse_tokens
 from whatsapp_common.envvars import ConfigError, env_int, env_number
 from whatsapp_common.keys import KeyRing, parse_ring
-from whatsapp_common.pod_auth import MasterKeys, master_keys
+from whatsapp_common.pod_auth import MasterKeys, master_keys, ring_source
 
 
 def _no_pod_auth() -> KeyRing:
@@ -48,6 +48,9 @@ class OperatorConfig:
     pod_auth_masters: MasterKeys = field(default=_no_pod_auth, repr=False)
     # The scrape tokens (METRICS_TOKENS, `name:token,...`) that open every pod's /metrics.
     scrape_tokens: str | None = field(default=None, repr=False)
+    # The link master keys (LINK_MASTER_KEYS, the router's): each session pod gets its
+    # location's link key, to put a link page's URL in the `qr` webhook. None: no link.
+    link_masters: MasterKeys | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -94,6 +97,7 @@ class OperatorConfig:
             backup_masters=backup_masters,
             pod_auth_masters=master_keys(env),
             scrape_tokens=scrape_tokens,
+            link_masters=ring_source(env, "LINK_MASTER_KEYS"),
         )
 
 
