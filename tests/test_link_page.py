@@ -60,6 +60,13 @@ def browser() -> Iterator[Browser]:
         yield browser
 
 
+def keep_screenshot(folder: Path, name: str) -> None:
+    """A PNG the test took; README's copy in docs/ with UPDATE_SCREENSHOTS=1."""
+    assert (folder / name).read_bytes()[:4] == b"\x89PNG"
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(folder / name, REPO / "docs" / name)
+
+
 def data_dir(local: LocalMode) -> Path:
     return local.program.log_path.parent / "data"
 
@@ -74,9 +81,7 @@ def test_the_page_follows_the_qr_and_says_linked(
     # What the staff saw: a phone screen with the QR, then "Linked" (README's pictures in
     # docs/ are these, taken with UPDATE_SCREENSHOTS=1).
     for name in ("link-page-qr.png", "link-page-linked.png"):
-        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
-        if os.environ.get("UPDATE_SCREENSHOTS") == "1":
-            shutil.copy(tmp_path / name, REPO / "docs" / name)
+        keep_screenshot(tmp_path, name)
 
     # Neither the token nor any QR code is in a log line of the router or the pod.
     token = url.rsplit("/", 1)[1]
@@ -87,11 +92,12 @@ def test_the_page_follows_the_qr_and_says_linked(
 
 
 def test_a_pairing_code_from_the_page_links_the_phone(
-    local: LocalMode, double: Double, browser: Browser
+    local: LocalMode, double: Double, browser: Browser, tmp_path: Path
 ) -> None:
     phone = new_phone()
-    link_page.link_by_pairing_code(browser, local, PAIRING_LOCATION, double, phone)
+    link_page.link_by_pairing_code(browser, local, PAIRING_LOCATION, double, phone, tmp_path)
     assert local.wait_state(PAIRING_LOCATION, "ready")["phone"] == phone
+    keep_screenshot(tmp_path, "link-page-code.png")
 
 
 def test_expired_and_forged_tokens_show_expired(local: LocalMode, browser: Browser) -> None:

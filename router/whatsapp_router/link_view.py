@@ -127,6 +127,7 @@ class LinkStates:
             if route.verdict is not Verdict.FORWARD or route.pod is None:
                 yield no_pod_view(route.verdict)
                 await asyncio.sleep(RETRY_SECONDS)
+                yield None  # a write that fails tells a page that went away
                 continue
             try:
                 status = await self._status(route.pod, location, request_id)

@@ -25,6 +25,12 @@ def _json(schema: Json, description: str, headers: Json | None = None) -> Json:
 
 
 BINARY = {"type": "string", "format": "binary"}
+# One event of a link page's stream: `view`, its data the JSON of {state, qr, phone, ...}.
+VIEW_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {"event": {"type": "string", "enum": ["view"]}, "data": {"type": "string"}},
+}
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 ERRORS: Json = {
     "400": _json(
@@ -298,7 +304,7 @@ def document() -> Json:
                     "responses": {
                         "200": {
                             "description": "An event stream",
-                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                            "content": {"text/event-stream": {"schema": VIEW_EVENT}},
                         }
                     },
                 }

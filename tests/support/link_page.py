@@ -174,7 +174,12 @@ def link_by_qr(
 
 
 def link_by_pairing_code(
-    browser: Browser, router: RouterClient, location: str, double: Double, phone: str
+    browser: Browser,
+    router: RouterClient,
+    location: str,
+    double: Double,
+    phone: str,
+    screenshots: Path | None = None,
 ) -> None:
     """Opens a new link URL of `location`, asks for a code by phone number (a bad number
     first: the seed's 400 message shows), the phone types the code in, the page says
@@ -193,6 +198,8 @@ def link_by_pairing_code(
         visit.page.wait_for_selector("#pairing:not([hidden])")
         code = visit.page.text_content("#pairing-code") or ""
         assert re.fullmatch(r"[1-9A-Z]{4}-[1-9A-Z]{4}", code), code
+        if screenshots is not None:
+            visit.page.screenshot(path=screenshots / "link-page-code.png", full_page=True)
         double.control("POST", "/pair", {"code": code, "phone": phone})
         visit.wait_state("linked")
         assert visit.page.text_content("#phone") == f"+{phone}"
