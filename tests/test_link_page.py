@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -133,6 +134,32 @@ def test_the_qr_webhook_carries_a_link_that_opens_the_page(
         visit.close()
     pod_logs = "".join(p.read_text() for p in data_dir(local).rglob("pod.log"))
     assert url.rsplit("/", 1)[1] not in pod_logs + local.output()
+
+
+def test_an_open_page_follows_its_pod_through_a_crash(
+    local: LocalMode, double: Double, browser: Browser
+) -> None:
+    """The pod is killed -9 while the page shows its QR: the page waits, and shows the new
+    pod's QR when local mode has started it again, with no reload."""
+    local.wait_state(EXPIRY_LOCATION, "qr_required", 90)
+    visit = link_page.Visit(browser, link_page.link_url(local, EXPIRY_LOCATION, "Beauty Shop"))
+    try:
+        visit.wait_state("qr")
+        before = wait_until(lambda: link_page.shown_code(visit, double), 20, "a QR")
+        visit.page.evaluate("() => { window.sameDocument = true; }")
+        (pod,) = [p for p in local.session_pods() if p.environ()["LOCATION_ID"] == EXPIRY_LOCATION]
+        os.kill(pod.pid, signal.SIGKILL)
+        after = wait_until(
+            lambda: (code := link_page.shown_code(visit, double)) not in (None, before) and code,
+            90,
+            "the restarted pod's QR on the page",
+        )
+        assert after != before
+        assert visit.page.evaluate("() => window.sameDocument === true"), "the page reloaded"
+    finally:
+        visit.close()
+    metrics = local.get("/metrics").text
+    assert "wa_router_link_stream_errors_total 0.0" not in metrics
 
 
 def test_link_url_answers_rails_in_the_seeds_shapes(local: LocalMode) -> None:

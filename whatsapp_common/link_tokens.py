@@ -94,5 +94,10 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    """Strict: a character outside the alphabet is an error, not skipped."""
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    """Strict: a character outside the alphabet is an error, not skipped, and so is any
+    encoding but the one `_b64` makes (its last character has spare bits: one token, one
+    text)."""
+    raw = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(raw) != text:
+        raise ValueError("not the canonical base64url")
+    return raw

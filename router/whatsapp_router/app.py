@@ -58,7 +58,9 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
             sock_connect=settings.connect_timeout, sock_read=3 * HEARTBEAT_SECONDS
         )
         http = aiohttp.ClientSession(timeout=timeout)
-        app[link_page.LINK_STATES] = LinkStates(directory, upstream, credentials, http)
+        app[link_page.LINK_STATES] = LinkStates(
+            directory, upstream, credentials, http, metrics.link_stream_errors.inc
+        )
         await backend.start(directory)
 
     async def stop(_: web.Application) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,11 +103,14 @@ class LinkStates:
         upstream: Upstream,
         credentials: PodCredentials,
         http: aiohttp.ClientSession,
+        on_error: Callable[[], None],
     ) -> None:
+        """`on_error()`: a follow of a pod's events broke (counted)."""
         self._directory = directory
         self._upstream = upstream
         self._credentials = credentials
         self._http = http
+        self._on_error = on_error
 
     async def close(self) -> None:
         await self._http.close()
@@ -141,6 +144,7 @@ class LinkStates:
                     link.apply(kind, event_id, data)
                     yield link.view()
             except (ApiError, aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
+                self._on_error()
                 log.warning(
                     "a link page lost its pod's events; asking again",
                     location=location,

@@ -61,6 +61,11 @@ class RouterMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.link_stream_errors = Counter(
+            "wa_router_link_stream_errors",
+            "Link pages' follows of a pod's /events that broke (asked again a second later)",
+            registry=self.registry,
+        )
         self.retries = Counter(
             "wa_router_upstream_retries", "Calls retried once", registry=self.registry
         )
