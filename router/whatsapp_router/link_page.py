@@ -14,6 +14,7 @@ never the token; neither the QR nor the pairing code is ever logged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import time
@@ -121,7 +122,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                     break
     except TimeoutError:
         _refused(request, "expired")
-        await _send(response, EXPIRED)
+        with contextlib.suppress(ConnectionResetError):
+            await _send(response, EXPIRED)
     except ConnectionResetError:
         pass  # the page went away
     finally:

@@ -223,7 +223,8 @@ def refuses_expired_and_forged(
     browser: Browser, router: RouterClient, location: str, masters: KeyRing
 ) -> None:
     """An expired token, a forged one, and a token that expires while its page is open all
-    end on "expired"; none of them gets a QR image."""
+    end on "expired"; none of them gets a QR image. `location` must be showing its QR (state
+    `qr_required`); `masters` are the router's link master keys (LINK_MASTER_KEYS)."""
     valid = urlsplit(link_url(router, location, "Beauty Shop")).path.rsplit("/", 1)[1]
     expired = issue(masters, LinkGrant(location, "Beauty Shop", int(time.time()) - 1))
     for token in [expired, *forged(valid)]:
@@ -240,12 +241,12 @@ def refuses_expired_and_forged(
             "application/json"
         )
 
-    soon = issue(masters, LinkGrant(location, "Beauty Shop", int(time.time()) + 4))
+    soon = issue(masters, LinkGrant(location, "Beauty Shop", int(time.time()) + 8))
     visit = Visit(browser, f"{router.url}/link/{soon}")
     try:
         assert visit.answer.status == 200
-        visit.wait_state("qr", 90)
-        visit.wait_state("expired", 10)
+        visit.wait_state("qr", 8)
+        visit.wait_state("expired", 15)
         assert router.get(f"/link/{soon}/qr.png").status_code == 410
     finally:
         visit.close()
