@@ -5,11 +5,12 @@ flow (src/conn/functions/linkDeviceCodeLifecycle.ts), and whose phone "types the
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
 
+from tests.support.rails import RailsReceiver
 from tests.support.session_pods import Double, SessionPod, new_phone
 
 pytestmark = pytest.mark.slow
@@ -20,10 +21,18 @@ def ask(pod: SessionPod, phone: object) -> requests.Response:
     return pod.post("/pairing_code", {"location_identifier": pod.location, "phone_number": phone})
 
 
+@pytest.fixture
+def rails() -> Iterator[RailsReceiver]:
+    rails = RailsReceiver()
+    rails.start()
+    yield rails
+    rails.stop()
+
+
 def test_a_pairing_code_links_the_phone_that_types_it_in(
-    start_pod: StartPod, double: Double
+    start_pod: StartPod, double: Double, rails: RailsReceiver
 ) -> None:
-    pod, phone = start_pod("41"), new_phone()
+    pod, phone = start_pod("41", **rails.env("pairing-secret")), new_phone()
     pod.wait_state("qr_required")
     answer = ask(pod, f"+{phone[:2]} {phone[2:5]} {phone[5:]}")
     assert answer.status_code == 200, answer.text
@@ -38,6 +47,8 @@ def test_a_pairing_code_links_the_phone_that_types_it_in(
     ]
     event = pod.events.wait_for("pairing_code")
     assert event["data"] == {"pairing_code": code, "phone": phone, "expires_at": expires_at}
+    webhook = rails.wait_for("pairing_code")  # Rails can show or send the code too
+    assert webhook["location_identifier"] == "41" and webhook["data"] == event["data"]
     status = pod.status()
     assert status["state"] == "qr_required"  # the state holds while a code is pending
     assert status["pairing_code_pending"] is True

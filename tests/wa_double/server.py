@@ -10,7 +10,9 @@ is acked SENT before the send call returns; a user may live under a LID (`<digit
 their chat is found under it and their receipts (acks >= RECEIVED) name it; an incoming
 message is kept for the device until the page says it took it, and pushed again after a
 reconnect; a refused send is a result (`ERROR_NETWORK`), not an error; a message id sent
-twice is counted as delivered twice (`deliveries`), so a double send is visible.
+twice is counted as delivered twice (`deliveries`), so a double send is visible; a linking code
+asked for a phone number (genLinkDeviceCodeForPhoneNumber) links the page when the phone with
+that number types it in (`/control/pair`), as a scan does.
 """
 
 from __future__ import annotations
