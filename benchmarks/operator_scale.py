@@ -11,7 +11,10 @@ serving every pod's /events; no browser runs). Prints:
 4. after an operator restart (5 % of the states changed while it was down): the time until
    every status is fresh again, and the status patches it sent.
 
-    python -m benchmarks.operator_scale [--sessions 1000] [--quiet 60] [--churn 30]
+With `--shards N`, N operators run, one per shard (the chart's operator.shards), each
+resource labelled with its shard as the router labels it; CPU and RSS are printed per shard.
+
+    python -m benchmarks.operator_scale [--sessions 1000] [--shards 1] [--quiet 60] [--churn 30]
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from tests.support.operator import (
 from tests.support.processes import wait_until
 from tests.support.simulated_pods import PodStatus, SimulatedPods, address
 from whatsapp_common.crd import GROUP, PLURAL, VERSION
+from whatsapp_common.sharding import SHARD_LABEL, shard_name, shard_of
 
 STATES = {"ready": "Ready", "disconnected": "Disconnected"}
 REQUEST_LINE = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+]+)$")
@@ -86,12 +90,13 @@ class Cluster:
         return self.cluster.audit_events(self.user)
 
 
-def create_sessions(cluster: Cluster, count: int) -> None:
+def create_sessions(cluster: Cluster, count: int, shards: int) -> None:
     def create(i: int) -> None:
+        labels = {SHARD_LABEL: shard_of(str(i), shards)} if shards > 1 else {}
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "WhatsAppSession",
-            "metadata": {"name": f"shop-{i}"},
+            "metadata": {"name": f"shop-{i}", "labels": labels},
             "spec": {"locationId": str(i)},
         }
         cluster.custom.create_namespaced_custom_object(
@@ -167,19 +172,46 @@ class Bench:
     """One run: the simulated pods, the cluster, the operator, and what each session's
     state is now."""
 
-    def __init__(self, control_plane: ControlPlane, n: int, work: Path) -> None:
-        self.n, self.work = n, work
+    def __init__(self, control_plane: ControlPlane, n: int, shards: int, work: Path) -> None:
+        self.n, self.shards, self.work = n, shards, work
         self.ips = [address(i) for i in range(n)]
         self.pods = SimulatedPods({ip: str(i) for i, ip in enumerate(self.ips)})
         self.state = {i: "ready" for i in range(n)}
         for i in range(n):
             self.emit(i)
-        namespace = operator_namespace(control_plane, "scale")
+        namespace = operator_namespace(control_plane, "scale", f"operator.shards={shards}")
         self.control_plane = control_plane
         self.cluster = Cluster(control_plane, namespace)
         # The chart's peering lifetime: kopf renews its peering record every lifetime - 10 s.
-        self.operator = start_operator(
-            control_plane, namespace, {}, {}, work / "operator.log", PEERING_LIFETIME_SECONDS="60"
+        first = start_operator(
+            control_plane,
+            namespace,
+            {},
+            {},
+            work / "operator-0.log",
+            peering=self.peering(0),
+            PEERING_LIFETIME_SECONDS="60",
+            **self.shard_env(0),
+        )
+        self.operators = [first]
+        for index in range(1, shards):
+            self.operators.append(self.start_shard(index, "started"))
+
+    def peering(self, index: int) -> str:
+        return f"whatsapp-sessions-shard-{index}" if self.shards > 1 else "whatsapp-sessions"
+
+    def shard_env(self, index: int) -> dict[str, str]:
+        return {"SHARD": shard_name(index)} if self.shards > 1 else {}
+
+    def start_shard(self, index: int, why: str) -> OperatorProcess:
+        pod_env, env = self.operators[0].args
+        return OperatorProcess(
+            self.control_plane,
+            self.cluster.namespace,
+            pod_env,
+            {**env, **self.shard_env(index)},
+            self.work / f"operator-{index}-{why}.log",
+            peering=self.peering(index),
         )
 
     def emit(self, i: int) -> float:
@@ -190,18 +222,34 @@ class Bench:
         return self.emit(i)
 
     @property
-    def process(self) -> psutil.Process:
-        return psutil.Process(self.operator.program.pid)
+    def processes(self) -> list[psutil.Process]:
+        """One operator per shard."""
+        return [psutil.Process(operator.program.pid) for operator in self.operators]
 
     def close(self) -> None:
-        self.operator.stop()
+        for operator in self.operators:
+            operator.stop()
         self.pods.stop()
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> list[float]:
+    return [sum(process.cpu_times()[:2]) for process in processes]
+
+
+def per_shard(processes: list[psutil.Process], cpu: list[float], seconds: float) -> str:
+    """Each operator's CPU over `seconds` (from `cpu`, the seconds before) and RSS now."""
+    now = cpu_seconds(processes)
+    return ", ".join(
+        f"{100 * (after - before) / seconds:.1f} % of a core / "
+        f"{process.memory_info().rss / 2**20:.0f} MiB"
+        for process, before, after in zip(processes, cpu, now, strict=True)
+    )
 
 
 def create_all(bench: Bench) -> None:
     n, cluster = bench.n, bench.cluster
     started = time.monotonic()
-    create_sessions(cluster, n)
+    create_sessions(cluster, n, bench.shards)
     created = time.monotonic() - started
     wait_until(
         lambda: cluster.count("statefulsets") == n and cluster.count("services") == n,
@@ -228,16 +276,16 @@ def create_all(bench: Bench) -> None:
 
 def quiet(bench: Bench, seconds: float) -> None:
     time.sleep(10)  # let the controllers settle
-    process, cluster = bench.process, bench.cluster
-    cpu0, total0 = sum(process.cpu_times()[:2]), cluster.requests_total()
+    processes, cluster = bench.processes, bench.cluster
+    cpu0, total0 = cpu_seconds(processes), cluster.requests_total()
     ours0 = len(cluster.operator_requests())
     time.sleep(seconds)
-    cpu1, total1 = sum(process.cpu_times()[:2]), cluster.requests_total()
+    total1 = cluster.requests_total()
     ours = cluster.operator_requests()[ours0:]
     print(
-        f"quiet {seconds:.0f} s: operator CPU {100 * (cpu1 - cpu0) / seconds:.1f} % of a core, "
-        f"RSS {process.memory_info().rss / 2**20:.0f} MiB; API requests/s (WATCH excluded): "
-        f"all clients {(total1 - total0 - 1) / seconds:.2f}, the operator "
+        f"quiet {seconds:.0f} s: operator CPU / RSS per shard "
+        f"{per_shard(processes, cpu0, seconds)}; API requests/s (WATCH excluded): "
+        f"all clients {(total1 - total0 - 1) / seconds:.2f}, the operators "
         f"{len(ours) / seconds:.3f} {kinds(ours)}"
     )
 
@@ -246,8 +294,8 @@ def churn(bench: Bench, seconds: float, share: float) -> None:
     watcher = PhaseWatch(bench.cluster)
     changes: list[tuple[float, str, str]] = []
     per_second = max(1, int(bench.n * share))
-    process = bench.process
-    cpu0 = sum(process.cpu_times()[:2])
+    processes = bench.processes
+    cpu0 = cpu_seconds(processes)
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         tick = time.monotonic()
@@ -255,7 +303,7 @@ def churn(bench: Bench, seconds: float, share: float) -> None:
             at = bench.flip(i)
             changes.append((at, f"shop-{i}", STATES[bench.state[i]]))
         time.sleep(max(0.0, 1 - (time.monotonic() - tick)))
-    cpu = sum(process.cpu_times()[:2]) - cpu0
+    shard_figures = per_shard(processes, cpu0, seconds)
     time.sleep(5)
     watcher.stop()
     by_name: dict[str, list[tuple[float, str]]] = {}
@@ -272,26 +320,21 @@ def churn(bench: Bench, seconds: float, share: float) -> None:
         f"churn {per_second} state changes/s for {seconds:.0f} s ({len(changes)}): "
         f"state -> status.phase p50 {statistics.median(lags) * 1000:.0f} ms, "
         f"p99 {percentile(lags, 0.99) * 1000:.0f} ms, max {max(lags) * 1000:.0f} ms, "
-        f"not seen {missing}; operator CPU {100 * cpu / seconds:.0f} % of a core, "
-        f"RSS {process.memory_info().rss / 2**20:.0f} MiB"
+        f"not seen {missing}; operator CPU / RSS per shard {shard_figures}"
     )
 
 
 def restart(bench: Bench, share: float) -> None:
     time.sleep(5)
-    bench.operator.stop()
+    for operator in bench.operators:
+        operator.stop()
     changed = random.sample(range(bench.n), max(1, int(bench.n * share)))
     for i in changed:
         bench.flip(i)
     expected = {f"shop-{i}": STATES[s] for i, s in bench.state.items()}
     before = len(bench.cluster.operator_requests())
     started = time.monotonic()
-    bench.operator = OperatorProcess(
-        bench.control_plane,
-        bench.cluster.namespace,
-        *bench.operator.args,
-        bench.work / "operator-restarted.log",
-    )
+    bench.operators = [bench.start_shard(i, "restarted") for i in range(bench.shards)]
     wait_until(lambda: phases(bench.cluster) == expected, 600, "every status fresh", interval=0.5)
     fresh = time.monotonic() - started
     sent = bench.cluster.operator_requests()[before:]
@@ -306,14 +349,18 @@ def restart(bench: Bench, share: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--shards", type=int, default=1)
     parser.add_argument("--quiet", type=float, default=60)
     parser.add_argument("--churn", type=float, default=30)
     parser.add_argument("--churn-share", type=float, default=0.05)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
     with ControlPlane(control_plane_binaries(), work / "cluster") as control_plane:
-        bench = Bench(control_plane, args.sessions, work)
-        print(f"{args.sessions} WhatsAppSessions, simulated pods; logs in {work}")
+        bench = Bench(control_plane, args.sessions, args.shards, work)
+        print(
+            f"{args.sessions} WhatsAppSessions, {args.shards} operator shard(s), simulated pods;"
+            f" logs in {work}"
+        )
         try:
             create_all(bench)
             quiet(bench, args.quiet)

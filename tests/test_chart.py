@@ -179,7 +179,8 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     link_masters = env["LINK_MASTER_KEYS"]["valueFrom"]["secretKeyRef"]
     assert link_masters == {"name": "wa-link-keys", "key": "keys"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    # Only the operator may touch Secrets, and it cannot list them; the router none.
+    # Only the operator may touch Secrets (it watches the locations' keys Secrets, selected by
+    # label, so an operator restart re-derives them without a read each); the router none.
     rules = {
         name: [r for r in role["rules"] if "secrets" in r["resources"]]
         for (kind, name), role in rendered.items()
@@ -187,7 +188,11 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     }
     assert rules == {
         "wa-whatsapp-sessions-operator": [
-            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "create", "patch"]}
+            {
+                "apiGroups": [""],
+                "resources": ["secrets"],
+                "verbs": ["get", "list", "watch", "create", "patch"],
+            }
         ],
         "wa-whatsapp-sessions-router": [],
     }
@@ -270,11 +275,46 @@ def test_a_router_tokens_secret_is_mounted_as_the_file_the_router_reads(helm: Pa
     assert env["ROUTER_TOKENS_FILE"]["value"] == f"{mount['mountPath']}/{item['path']}"
 
 
+def test_operator_shards_render_one_statefulset_and_peering_object_per_shard(
+    helm: Path,
+) -> None:
+    """operator.shards: 2 makes two operator StatefulSets that select only their own pods,
+    each told its shard and peering in its own KopfPeering; the router knows the count and may
+    label resources. With one shard the names are those of a release that never sharded."""
+    rendered = objects(render(helm, values=["operator.shards=2"]))
+    peerings = sorted(name for kind, name in rendered if kind == "KopfPeering")
+    assert peerings == ["whatsapp-sessions-shard-0", "whatsapp-sessions-shard-1"]
+    for index in (0, 1):
+        statefulset = rendered[("StatefulSet", f"wa-whatsapp-sessions-operator-shard-{index}")]
+        selector = statefulset["spec"]["selector"]["matchLabels"]
+        assert selector["whatsapp-sessions.io/operator-shard"] == f"shard-{index}"
+        template = statefulset["spec"]["template"]
+        assert selector.items() <= template["metadata"]["labels"].items()
+        container = template["spec"]["containers"][0]
+        assert container_env(container)["SHARD"]["value"] == f"shard-{index}"
+        assert f"--peering=whatsapp-sessions-shard-{index}" in container["args"]
+    router = rendered[("Deployment", "wa-whatsapp-sessions-router")]["spec"]["template"]
+    assert container_env(router["spec"]["containers"][0])["OPERATOR_SHARDS"]["value"] == "2"
+    role = rendered[("Role", "wa-whatsapp-sessions-router")]
+    sessions = next(r for r in role["rules"] if "whatsappsessions" in r["resources"])
+    assert "patch" in sessions["verbs"]
+
+    single = objects(render(helm))
+    assert [name for kind, name in single if kind == "KopfPeering"] == ["whatsapp-sessions"]
+    operator = single[("StatefulSet", "wa-whatsapp-sessions-operator")]["spec"]["template"]
+    assert "SHARD" not in container_env(operator["spec"]["containers"][0])
+    assert "--peering=whatsapp-sessions" in operator["spec"]["containers"][0]["args"]
+    role = single[("Role", "wa-whatsapp-sessions-router")]
+    sessions = next(r for r in role["rules"] if "whatsappsessions" in r["resources"])
+    assert "patch" not in sessions["verbs"]
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         "router.replicas=-1",
         "operator.replicas=0",
+        "operator.shards=0",
         "images.router.pullPolicy=Sometimes",
         "session.backup.intervalSeconds=10",
         "session.storage.size=lots",
@@ -317,8 +357,13 @@ def chart_namespace(control_plane: ControlPlane) -> Iterator[str]:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "values",
-    [[], FULL_VALUES, ["router.tokens.existingSecret=wa-router-tokens"]],
-    ids=["defaults", "full", "router-tokens-file"],
+    [
+        [],
+        FULL_VALUES,
+        ["router.tokens.existingSecret=wa-router-tokens"],
+        ["operator.shards=3"],
+    ],
+    ids=["defaults", "full", "router-tokens-file", "shards"],
 )
 def test_the_api_server_accepts_the_rendered_objects(
     control_plane: ControlPlane, chart_namespace: str, values: list[str]

@@ -20,6 +20,7 @@ import pytest
 
 from session_pod.delivery import verify
 from tests.support.control_plane import ControlPlane
+from tests.support.diagnostics import explained_failures
 from tests.support.node_network import GATEWAY
 from tests.support.operator import (
     CHART,
@@ -216,169 +217,180 @@ def test_helm_install_to_uninstall_in_containers_on_a_real_node(
     rails = RailsReceiver(host=GATEWAY)
     rails.start()
     try:
-        s3 = node_s3.env()
-        cluster.kubectl(
-            "create",
-            "secret",
-            "generic",
-            SESSION_SECRET,
-            "-n",
-            namespace,
-            f"--from-literal=AWS_ACCESS_KEY_ID={s3['AWS_ACCESS_KEY_ID']}",
-            f"--from-literal=AWS_SECRET_ACCESS_KEY={s3['AWS_SECRET_ACCESS_KEY']}",
-            f"--from-literal=WEBHOOK_SECRET={WEBHOOK_SECRET}",
-        )
-        extra_env = {
-            **node_double.session_env(),
-            "HEALTH_CHECK_INTERVAL_SECONDS": "1",
-            "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
-            "WEBHOOK_RETRY_MAX_SECONDS": "1",
-        }
-        helm(
-            cluster,
-            "install",
-            RELEASE,
-            str(CHART),
-            "--namespace",
-            namespace,
-            *image_values(real_node),
-            f"--set=s3.bucket={s3['S3_BUCKET']}",
-            f"--set=s3.endpoint={s3['S3_ENDPOINT_URL']}",
-            f"--set=s3.region={s3['S3_REGION']}",
-            f"--set=s3.prefix={prefix}",
-            f"--set=s3.existingSecret={SESSION_SECRET}",
-            f"--set=rails.url=http://{GATEWAY}",
-            f"--set=rails.port={rails.port}",
-            "--set=rails.scope=whatsapp_js",
-            f"--set=rails.webhookSecret.existingSecret={SESSION_SECRET}",
-            "--set=operator.peeringLifetimeSeconds=5",
-            f"--set-json=session.extraEnv={json.dumps(extra_env)}",
-            "--wait",
-            "--timeout=180s",
-        )
-        token = secret_value(cluster, namespace, f"{RELEASE}-router-token", "token")
-        cluster_ip = cluster.kubectl(
-            "get",
-            "service",
-            f"{RELEASE}-router",
-            "-n",
-            namespace,
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ).stdout
-        assert cluster_ip.startswith("10.203.1."), cluster_ip
-        router = RouterClient(f"http://{cluster_ip}:8093", token)
-
-        # kubectl apply a WhatsAppSession; Rails asks the router to log it in.
-        cluster.kubectl(
-            "apply", "-n", namespace, "-f", "-", stdin=session_manifest("beauty-shop", LOCATION)
-        )
-        login = router.post("/login", {"location_identifier": LOCATION, "user_id": 7})
-        assert login.status_code == 200, login.text
-
-        # QR -> scan on the double -> Ready.
-        router.wait_state(LOCATION, "qr_required", timeout=120)
-        code = wait_until(
-            lambda: router.get("/qr", location_identifier=LOCATION).json().get("qr"), 30, "a QR"
-        )
-        phone = new_phone()
-        node_double.scan(code, phone)
-        router.wait_state(LOCATION, "ready")
-        assert wait_phase(cluster, namespace, "beauty-shop", "Ready")["status"]["phone"] == phone
-
-        # The session pod's log, through the kubelet: one JSON object per line.
-        pod = f"wa-{LOCATION}-0"
-        logs = cluster.kubectl("logs", pod, "-n", namespace, "-c", "session").stdout
-        lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
-        assert lines and all(entry["location"] == LOCATION for entry in lines), logs[-2000:]
-
-        # NetworkPolicy, enforced: the router reaches the session pod (all of the above went
-        # through it); a pod that is neither router nor operator is refused, though it
-        # reaches the router itself.
-        stranger = stranger_pod(real_node, namespace)
-        session_ip = pod_ip(cluster, namespace, "-l", f"statefulset.kubernetes.io/pod-name={pod}")
-        router_ip = pod_ip(cluster, namespace, "-l", "app.kubernetes.io/component=router")
-        router_probe = probe(cluster, namespace, stranger, f"http://{router_ip}:8093/healthz")
-        assert router_probe == "reached 200", router_probe
-        status_url = f"http://{session_ip}:8093/status"
-        refused = probe(cluster, namespace, stranger, status_url)
-        assert refused.startswith("refused"), refused
-        # Without the NetworkPolicy (a CNI that does not enforce it), the pod itself refuses:
-        # no token, the router's own token or the scrape token open nothing but /metrics.
-        cluster.kubectl("delete", "networkpolicy", "-n", namespace, "--all")
-        wait_until(
-            lambda: probe(cluster, namespace, stranger, status_url) == "reached 401",
-            60,
-            "the session pod reached once the NetworkPolicy is gone",
-        )
-        scrape = secret_value(cluster, namespace, f"{RELEASE}-metrics-scrape", "token")
-        for url, credential, expected in (
-            (status_url, token, "reached 401"),
-            (status_url, scrape, "reached 401"),
-            (f"http://{session_ip}:8093/send_message", token, "reached 401"),
-            (f"http://{session_ip}:8093/metrics", "", "reached 401"),
-            (f"http://{session_ip}:8093/metrics", scrape, "reached 200"),
-            (f"http://{session_ip}:8093/healthz", "", "reached 200"),
-        ):
-            given = (credential,) if credential else ()
-            assert probe(cluster, namespace, stranger, url, *given) == expected, url
-        cluster.kubectl("delete", "pod", stranger, "-n", namespace, "--grace-period=0")
-
-        # /send_message -> the ack webhook reaches Rails, signed.
-        receiver = new_phone()
-        node_double.register(receiver)
-        send = {"location_identifier": LOCATION, "receiver_phone": receiver, "message": "Hola"}
-        sent = router.post("/send_message", send, {"Idempotency-Key": "journey-1"})
-        assert sent.status_code == 200, sent.text
-        ack = wait_until(
-            lambda: next(
-                (e for e in rails.events("message_ack") if e["data"]["id"] == sent.json()["id"]),
-                None,
-            ),
-            60,
-            "the ack webhook of the sent message",
-        )
-        assert ack["location_identifier"] == LOCATION
-        request = next(r for r in rails.received if r.json["event"] == "message_ack")
-        assert verify(
-            WEBHOOK_SECRET,
-            request.headers["X-Webhook-Timestamp"],
-            request.body,
-            request.headers["X-Webhook-Signature"],
-        )
-        wait_backup(cluster, namespace, "beauty-shop")
-        assert_no_master_key_in_the_pod(cluster, namespace, pod, node_s3)
-
-        # The pod deleted: the StatefulSet recreates it, the session comes back without a QR.
-        qr_webhooks, ready_webhooks = len(rails.events("qr")), len(rails.events("ready"))
-        first_uid = pod_uid(cluster, namespace, pod)
-        cluster.kubectl("delete", "pod", pod, "-n", namespace)
-        wait_until(
-            lambda: pod_uid(cluster, namespace, pod) not in ("", first_uid),
-            120,
-            "a new session pod",
-        )
-        wait_until(
-            lambda: len(rails.events("ready")) > ready_webhooks, 120, "ready again, from a new pod"
-        )
-        router.wait_state(LOCATION, "ready")
-        assert len(rails.events("qr")) == qr_webhooks, "a QR after the restart"
-        wait_phase(cluster, namespace, "beauty-shop", "Ready")
-        table = cluster.kubectl("get", "whatsappsessions", "-n", namespace).stdout
-        row = next(line for line in table.splitlines() if line.startswith("beauty-shop"))
-        assert "Ready" in row.split() and phone in row, table
-
-        # Deleted (default policy Retain), then helm uninstall: only the backup is left.
-        cluster.kubectl("delete", "whatsappsession", "beauty-shop", "-n", namespace)
-        helm(cluster, "uninstall", RELEASE, "--namespace", namespace)
-        for kind in ("pods", "statefulsets", "deployments", "replicasets", "services", "pvc"):
-            wait_until(
-                lambda kind=kind: names(cluster, namespace, kind) == [],
-                180,
-                f"no {kind} left",
-                interval=0.5,
+        with explained_failures(cluster, namespace):
+            s3 = node_s3.env()
+            cluster.kubectl(
+                "create",
+                "secret",
+                "generic",
+                SESSION_SECRET,
+                "-n",
+                namespace,
+                f"--from-literal=AWS_ACCESS_KEY_ID={s3['AWS_ACCESS_KEY_ID']}",
+                f"--from-literal=AWS_SECRET_ACCESS_KEY={s3['AWS_SECRET_ACCESS_KEY']}",
+                f"--from-literal=WEBHOOK_SECRET={WEBHOOK_SECRET}",
             )
-        assert names(cluster, namespace, "whatsappsessions") == []
-        assert node_s3.keys(f"{prefix}/{LOCATION}/"), "the retained backup is gone"
+            extra_env = {
+                **node_double.session_env(),
+                "HEALTH_CHECK_INTERVAL_SECONDS": "1",
+                "WEBHOOK_RETRY_BASE_SECONDS": "0.2",
+                "WEBHOOK_RETRY_MAX_SECONDS": "1",
+            }
+            helm(
+                cluster,
+                "install",
+                RELEASE,
+                str(CHART),
+                "--namespace",
+                namespace,
+                *image_values(real_node),
+                f"--set=s3.bucket={s3['S3_BUCKET']}",
+                f"--set=s3.endpoint={s3['S3_ENDPOINT_URL']}",
+                f"--set=s3.region={s3['S3_REGION']}",
+                f"--set=s3.prefix={prefix}",
+                f"--set=s3.existingSecret={SESSION_SECRET}",
+                f"--set=rails.url=http://{GATEWAY}",
+                f"--set=rails.port={rails.port}",
+                "--set=rails.scope=whatsapp_js",
+                f"--set=rails.webhookSecret.existingSecret={SESSION_SECRET}",
+                "--set=operator.peeringLifetimeSeconds=5",
+                f"--set-json=session.extraEnv={json.dumps(extra_env)}",
+                "--wait",
+                "--timeout=180s",
+            )
+            token = secret_value(cluster, namespace, f"{RELEASE}-router-token", "token")
+            cluster_ip = cluster.kubectl(
+                "get",
+                "service",
+                f"{RELEASE}-router",
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.spec.clusterIP}",
+            ).stdout
+            assert cluster_ip.startswith("10.203.1."), cluster_ip
+            router = RouterClient(f"http://{cluster_ip}:8093", token)
+
+            # kubectl apply a WhatsAppSession; Rails asks the router to log it in.
+            cluster.kubectl(
+                "apply", "-n", namespace, "-f", "-", stdin=session_manifest("beauty-shop", LOCATION)
+            )
+            login = router.post("/login", {"location_identifier": LOCATION, "user_id": 7})
+            assert login.status_code == 200, login.text
+
+            # QR -> scan on the double -> Ready.
+            router.wait_state(LOCATION, "qr_required", timeout=120)
+            code = wait_until(
+                lambda: router.get("/qr", location_identifier=LOCATION).json().get("qr"), 30, "a QR"
+            )
+            phone = new_phone()
+            node_double.scan(code, phone)
+            router.wait_state(LOCATION, "ready")
+            assert (
+                wait_phase(cluster, namespace, "beauty-shop", "Ready")["status"]["phone"] == phone
+            )
+
+            # The session pod's log, through the kubelet: one JSON object per line.
+            pod = f"wa-{LOCATION}-0"
+            logs = cluster.kubectl("logs", pod, "-n", namespace, "-c", "session").stdout
+            lines = [json.loads(line) for line in logs.splitlines() if line.strip()]
+            assert lines and all(entry["location"] == LOCATION for entry in lines), logs[-2000:]
+
+            # NetworkPolicy, enforced: the router reaches the session pod (all of the above went
+            # through it); a pod that is neither router nor operator is refused, though it
+            # reaches the router itself.
+            stranger = stranger_pod(real_node, namespace)
+            session_ip = pod_ip(
+                cluster, namespace, "-l", f"statefulset.kubernetes.io/pod-name={pod}"
+            )
+            router_ip = pod_ip(cluster, namespace, "-l", "app.kubernetes.io/component=router")
+            router_probe = probe(cluster, namespace, stranger, f"http://{router_ip}:8093/healthz")
+            assert router_probe == "reached 200", router_probe
+            status_url = f"http://{session_ip}:8093/status"
+            refused = probe(cluster, namespace, stranger, status_url)
+            assert refused.startswith("refused"), refused
+            # Without the NetworkPolicy (a CNI that does not enforce it), the pod itself refuses:
+            # no token, the router's own token or the scrape token open nothing but /metrics.
+            cluster.kubectl("delete", "networkpolicy", "-n", namespace, "--all")
+            wait_until(
+                lambda: probe(cluster, namespace, stranger, status_url) == "reached 401",
+                60,
+                "the session pod reached once the NetworkPolicy is gone",
+            )
+            scrape = secret_value(cluster, namespace, f"{RELEASE}-metrics-scrape", "token")
+            for url, credential, expected in (
+                (status_url, token, "reached 401"),
+                (status_url, scrape, "reached 401"),
+                (f"http://{session_ip}:8093/send_message", token, "reached 401"),
+                (f"http://{session_ip}:8093/metrics", "", "reached 401"),
+                (f"http://{session_ip}:8093/metrics", scrape, "reached 200"),
+                (f"http://{session_ip}:8093/healthz", "", "reached 200"),
+            ):
+                given = (credential,) if credential else ()
+                assert probe(cluster, namespace, stranger, url, *given) == expected, url
+            cluster.kubectl("delete", "pod", stranger, "-n", namespace, "--grace-period=0")
+
+            # /send_message -> the ack webhook reaches Rails, signed.
+            receiver = new_phone()
+            node_double.register(receiver)
+            send = {"location_identifier": LOCATION, "receiver_phone": receiver, "message": "Hola"}
+            sent = router.post("/send_message", send, {"Idempotency-Key": "journey-1"})
+            assert sent.status_code == 200, sent.text
+            ack = wait_until(
+                lambda: next(
+                    (
+                        e
+                        for e in rails.events("message_ack")
+                        if e["data"]["id"] == sent.json()["id"]
+                    ),
+                    None,
+                ),
+                60,
+                "the ack webhook of the sent message",
+            )
+            assert ack["location_identifier"] == LOCATION
+            request = next(r for r in rails.received if r.json["event"] == "message_ack")
+            assert verify(
+                WEBHOOK_SECRET,
+                request.headers["X-Webhook-Timestamp"],
+                request.body,
+                request.headers["X-Webhook-Signature"],
+            )
+            wait_backup(cluster, namespace, "beauty-shop")
+            assert_no_master_key_in_the_pod(cluster, namespace, pod, node_s3)
+
+            # The pod deleted: the StatefulSet recreates it, the session comes back without a QR.
+            qr_webhooks, ready_webhooks = len(rails.events("qr")), len(rails.events("ready"))
+            first_uid = pod_uid(cluster, namespace, pod)
+            cluster.kubectl("delete", "pod", pod, "-n", namespace)
+            wait_until(
+                lambda: pod_uid(cluster, namespace, pod) not in ("", first_uid),
+                120,
+                "a new session pod",
+            )
+            wait_until(
+                lambda: len(rails.events("ready")) > ready_webhooks,
+                120,
+                "ready again, from a new pod",
+            )
+            router.wait_state(LOCATION, "ready")
+            assert len(rails.events("qr")) == qr_webhooks, "a QR after the restart"
+            wait_phase(cluster, namespace, "beauty-shop", "Ready")
+            table = cluster.kubectl("get", "whatsappsessions", "-n", namespace).stdout
+            row = next(line for line in table.splitlines() if line.startswith("beauty-shop"))
+            assert "Ready" in row.split() and phone in row, table
+
+            # Deleted (default policy Retain), then helm uninstall: only the backup is left.
+            cluster.kubectl("delete", "whatsappsession", "beauty-shop", "-n", namespace)
+            helm(cluster, "uninstall", RELEASE, "--namespace", namespace)
+            for kind in ("pods", "statefulsets", "deployments", "replicasets", "services", "pvc"):
+                wait_until(
+                    lambda kind=kind: names(cluster, namespace, kind) == [],
+                    180,
+                    f"no {kind} left",
+                    interval=0.5,
+                )
+            assert names(cluster, namespace, "whatsappsessions") == []
+            assert node_s3.keys(f"{prefix}/{LOCATION}/"), "the retained backup is gone"
     finally:
         rails.stop()

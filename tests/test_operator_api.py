@@ -64,7 +64,7 @@ def test_a_hung_api_server_costs_a_call_its_timeout_not_a_thread(
     # Read once at import from KUBECONFIG: the kubeconfig Kube() falls back to.
     monkeypatch.setattr(kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    api = Api(Kube(), workers=1, timeout=0.5)
+    api = Api(Kube("whatsapp-operator-test"), workers=1, timeout=0.5)
 
     async def calls() -> list[BaseException]:
         # Three calls on one thread: each must end by itself for the next to run at all.

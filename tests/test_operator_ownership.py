@@ -213,25 +213,51 @@ def test_an_object_owned_by_nobody_is_reported_and_left_alone(
     assert uid_of(control_plane, namespace, "statefulset", "wa-44") == before["metadata"]["uid"]
 
 
-def test_a_statefulset_or_service_deleted_or_edited_by_hand_is_put_back(
+def test_a_statefulset_service_or_keys_secret_deleted_or_edited_by_hand_is_put_back(
     control_plane: ControlPlane, namespace: str, operator: OperatorProcess
 ) -> None:
     apply(control_plane, namespace, session_manifest("steady", "45", paused=True))
     wait_phase(control_plane, namespace, "steady", "Paused")
     owner = get_session(control_plane, namespace, "steady")["metadata"]["uid"]
-    for kind in ("statefulset", "service"):
+    for kind, name in (("statefulset", "wa-45"), ("service", "wa-45"), ("secret", "wa-45-keys")):
         old = wait_until(
-            lambda kind=kind: uid_of(control_plane, namespace, kind, "wa-45"), 30, kind
+            lambda kind=kind, name=name: uid_of(control_plane, namespace, kind, name), 30, kind
         )
-        control_plane.kubectl("delete", kind, "wa-45", "-n", namespace)
+        control_plane.kubectl("delete", kind, name, "-n", namespace)
         wait_until(
-            lambda kind=kind, old=old: (
-                uid_of(control_plane, namespace, kind, "wa-45") not in ("", old)
+            lambda kind=kind, name=name, old=old: (
+                uid_of(control_plane, namespace, kind, name) not in ("", old)
             ),
             30,
             f"the {kind} back",
         )
-        assert owners(control_plane, namespace, kind, "wa-45") == [owner]
+        assert owners(control_plane, namespace, kind, name) == [owner]
+    # A keys Secret edited by hand is derived again.
+    keys = json.loads(
+        control_plane.kubectl("get", "secret", "wa-45-keys", "-n", namespace, "-o", "json").stdout
+    )["data"]
+    control_plane.kubectl(
+        "patch",
+        "secret",
+        "wa-45-keys",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"data": {"POD_TOKENS": "dGFtcGVyZWQ="}}),
+    )
+    wait_until(
+        lambda: (
+            json.loads(
+                control_plane.kubectl(
+                    "get", "secret", "wa-45-keys", "-n", namespace, "-o", "json"
+                ).stdout
+            )["data"]
+            == keys
+        ),
+        30,
+        "the keys Secret derived again",
+    )
     control_plane.kubectl("scale", "statefulset", "wa-45", "-n", namespace, "--replicas=3")
     wait_until(
         lambda: (

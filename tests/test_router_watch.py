@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -65,8 +66,10 @@ def test_a_watch_that_breaks_down_makes_the_router_unready_until_listed_again(
     broken = threading.Event()
     real_sources = watch.sources
 
-    def planted_sources(kube: Kube, ns: str, port: int) -> list[watch.Source]:
-        found = real_sources(kube, ns, port)
+    def planted_sources(
+        kube: Kube, ns: str, port: int, observe: Callable[[Any], None]
+    ) -> list[watch.Source]:
+        found = real_sources(kube, ns, port, observe)
         pods = next(s for s in found if s.kind == "pods")
         real_list = pods.list_fn
 
@@ -89,7 +92,7 @@ def test_a_watch_that_breaks_down_makes_the_router_unready_until_listed_again(
     )
 
     async def scenario() -> None:
-        runner = app_runner(create_app(settings, KubeBackend(Kube(), settings)), 1)
+        runner = app_runner(create_app(settings, KubeBackend(Kube("whatsapp-router"), settings)), 1)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         url = f"http://127.0.0.1:{runner.addresses[0][1]}"

@@ -9,14 +9,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
+from session_pod.api import OUTBOX
+from session_pod.app import create_app
 from session_pod.backup_schedule import BackupSchedule
 from session_pod.config import Settings
 from session_pod.delivery.store import Database
 from session_pod.events import EventBus
+from session_pod.session import Session
 from session_pod.storage import BackupManager
 from tests.support.database_faults import REFUSE_INSERTS
 from tests.support.processes import wait_until
+from tests.support.rails import RailsReceiver
 from tests.support.session_pods import TEST_MASTERS, Double, SessionPod, location_keys
 from whatsapp_common.objectstore import LocalStore
 
@@ -138,3 +143,43 @@ def test_a_backup_schedule_broken_by_an_unforeseen_error_is_said_and_started_aga
     assert asyncio.run(scenario()) == 2
     assert [e["trigger"] for e in seen] == ["schedule", "schedule"]
     assert all("a bug in the backup" in str(e["error"]) for e in seen)
+
+
+def test_a_shutdown_whose_final_backup_breaks_still_drains_the_outbox_and_closes_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM's cleanup with a bug in closing the session (the final backup, say): the
+    webhook queued last still reaches Rails and the database is closed (its WAL checkpointed
+    away), and the error is not swallowed."""
+    rails = RailsReceiver()
+    rails.start()
+    data = tmp_path / "data"
+    env = {**location_keys("55"), **rails.env("secret"), "LOCATION_ID": "55", "DATA_DIR": str(data)}
+
+    async def no_browser(self: Session) -> None:
+        return None
+
+    async def broken_close(self: Session) -> None:
+        raise RuntimeError("a bug in the final backup")
+
+    monkeypatch.setattr(Session, "start", no_browser)
+    monkeypatch.setattr(Session, "close", broken_close)
+
+    async def scenario() -> None:
+        app = create_app(Settings.from_env(env))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        assert (data / "delivery.db-wal").exists()
+        rails.stop()  # Rails away: the webhook waits in the outbox
+        app[OUTBOX].enqueue_soon("state", {"state": "ready"}, lambda exc: None)
+        await asyncio.sleep(0.3)
+        rails.start()
+        with pytest.raises(RuntimeError, match="a bug in the final backup"):
+            await runner.cleanup()
+
+    try:
+        asyncio.run(scenario())
+        assert [e["event"] for e in rails.events()] == ["state"]
+        assert not (data / "delivery.db-wal").exists()
+    finally:
+        rails.stop()

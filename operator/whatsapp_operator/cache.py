@@ -1,5 +1,6 @@
-"""What the watches say of the namespace: its StatefulSets and Services (as far as ownership
-and drift go) and its WhatsAppSessions by location.
+"""What the watches say of the namespace: its StatefulSets, Services and keys Secrets (as far
+as ownership and drift go) and its WhatsAppSessions by location; of this shard's locations
+only, when the operator is one shard of several (scope.py).
 
 Filled once per namespace by one LIST of each kind on first use, then kept current by
 kopf's watch events (`on.event`). Not kopf.index: kopf makes every handler wait until every
@@ -16,11 +17,13 @@ from whatsapp_common.crd import GROUP, PLURAL, VERSION
 
 from .kube import Api
 from .resource import Resource, Seen
+from .scope import objects_selector, sessions_selector
 
 
 class Cache:
-    def __init__(self, api: Api) -> None:
+    def __init__(self, api: Api, shard: str | None) -> None:
         self._api = api
+        self._shard = shard  # lists what the watches see: this shard's objects only
         self._objects: dict[tuple[str, str], Seen] = {}  # (kind, name)
         self._sessions: dict[str, Resource] = {}  # by uid
         self._loaded: dict[str, asyncio.Task[None]] = {}  # by namespace
@@ -60,10 +63,15 @@ class Cache:
         for kind, lister in (
             ("StatefulSet", apps.list_namespaced_stateful_set),
             ("Service", core.list_namespaced_service),
+            ("Secret", core.list_namespaced_secret),
         ):
             # Raw JSON: the client's models cost milliseconds per object to build.
             response = await self._api.call(
-                f"list {kind}", lister, namespace, _preload_content=False
+                f"list {kind}",
+                lister,
+                namespace,
+                label_selector=objects_selector(self._shard),
+                _preload_content=False,
             )
             listing = json.loads(response.data)
             for item in listing["items"]:
@@ -77,6 +85,7 @@ class Cache:
             VERSION,
             namespace,
             PLURAL,
+            label_selector=sessions_selector(self._shard) or "",
         )
         for item in listing["items"]:
             self._sessions.setdefault(item["metadata"]["uid"], Resource.of(item))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,8 @@ from whatsapp_common.bearer import parse_tokens
 from whatsapp_common.envvars import ConfigError, env_int, env_number
 from whatsapp_common.keys import KeyRing, parse_ring
 from whatsapp_common.pod_auth import MasterKeys, master_keys, ring_source
+
+SHARD_NAME = re.compile(r"shard-[0-9]+")
 
 
 def _no_pod_auth() -> KeyRing:
@@ -51,6 +54,9 @@ class OperatorConfig:
     # The link master keys (LINK_MASTER_KEYS, the router's): each session pod gets its
     # location's link key, to put a link page's URL in the `qr` webhook. None: no link.
     link_masters: MasterKeys | None = field(default=None, repr=False)
+    # This operator's shard (SHARD, `shard-<n>`, whatsapp_common.sharding): it handles only
+    # the locations labelled with it. None: not sharded, every location is this operator's.
+    shard: str | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorConfig:
@@ -74,6 +80,9 @@ class OperatorConfig:
                 parse_tokens(scrape_tokens, "METRICS_TOKENS")
             except ValueError as exc:
                 raise ConfigError(str(exc)) from None
+        shard = env.get("SHARD", "").strip() or None
+        if shard is not None and not SHARD_NAME.fullmatch(shard):
+            raise ConfigError(f"SHARD must look like shard-0, shard-1, ... (not {shard!r})")
         return cls(
             image=env.get("SESSION_IMAGE") or cls.image,
             secret_name=env.get("SESSION_SECRET") or cls.secret_name,
@@ -98,6 +107,7 @@ class OperatorConfig:
             pod_auth_masters=master_keys(env),
             scrape_tokens=scrape_tokens,
             link_masters=ring_source(env, "LINK_MASTER_KEYS"),
+            shard=shard,
         )
 
 

@@ -20,19 +20,21 @@ from .cache import Cache
 from .config import OperatorConfig
 from .followers import Followers, PodSeen
 from .kube import Api, Kube, Unreachable, handler_error
+from .manifests import keys_secret_name
 from .metrics import serve
 from .notices import Notices
 from .reconcile import reconcile
 from .removal import apply_deletion_policy
 from .resource import Resource, Seen
+from .scope import restrict_watches, user_agent
 
 OURS = {"app.kubernetes.io/name": APP}
-KINDS = ("StatefulSet", "Service")
 
 
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """The project's annotation prefix and finalizer, timeouts; the clients, once."""
+    """The project's annotation prefix and finalizer, timeouts, what is watched (this
+    shard's objects only); the clients, once."""
     config = OperatorConfig.from_env()
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -45,14 +47,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.networking.request_timeout = config.api_timeout_seconds
     settings.posting.level = 20  # INFO: Events of transitions (rate-limited in notices.py)
     settings.peering.lifetime = config.peering_lifetime_seconds
-    api = Api(Kube(), config.api_workers, config.api_timeout_seconds)
+    restrict_watches(settings, config.shard)
+    api = Api(Kube(user_agent(config.shard)), config.api_workers, config.api_timeout_seconds)
     notices = Notices(config.events_per_minute)
     credentials = PodCredentials(config.pod_auth_masters)  # what the operator shows a pod
     followers = Followers(api, config, notices, credentials)
     await followers.start()
     memo.config, memo.api, memo.notices, memo.followers = config, api, notices, followers
     memo.credentials = credentials
-    memo.cache = Cache(api)
+    memo.cache = Cache(api, config.shard)
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
     if config.metrics_port:
         serve(config.metrics_port)
@@ -64,8 +67,14 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     memo.api.close()
 
 
-def seen_objects(cache: Cache, name: str) -> dict[str, Seen | None]:
-    return {kind: cache.seen(kind, name) for kind in KINDS}
+def seen_objects(cache: Cache, location: str) -> dict[str, Seen | None]:
+    """The watches' picture of the location's StatefulSet, Service and keys Secret."""
+    name = session_name(location)
+    return {
+        "StatefulSet": cache.seen("StatefulSet", name),
+        "Service": cache.seen("Service", name),
+        "Secret": cache.seen("Secret", keys_secret_name(location)),
+    }
 
 
 async def run_reconcile(
@@ -92,7 +101,7 @@ async def run_reconcile(
 async def apply_spec(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     resource = Resource.of(body)
     await memo.cache.ready(resource.namespace)
-    seen = seen_objects(memo.cache, session_name(resource.location))
+    seen = seen_objects(memo.cache, resource.location)
     status = await run_reconcile(memo, resource, seen)
     # Only what differs: a resume of an unchanged resource sends no status patch.
     patch.status.update({k: v for k, v in status.items() if resource.status.get(k) != v})
@@ -114,6 +123,7 @@ async def session_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **
 
 @kopf.on.event("apps", "v1", "statefulsets")
 @kopf.on.event("v1", "services")
+@kopf.on.event("v1", "secrets")
 async def owned_object_changed(
     type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -124,7 +134,9 @@ async def owned_object_changed(
         return
     resources = [r for r in memo.cache.location(label) if not r.deleting]
     owner = [r for r in resources if r.uid == seen.owner_uid]
-    objects = seen_objects(memo.cache, seen.name)
+    if not resources:
+        return
+    objects = seen_objects(memo.cache, resources[0].location)
     if type == "DELETED":
         memo.versions.pop((seen.kind, seen.name), None)
         # The owner takes it back; with no owner left, the oldest other resource may claim it.

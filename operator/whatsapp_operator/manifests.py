@@ -12,6 +12,7 @@ from whatsapp_common.naming import location_label, session_name
 from whatsapp_common.pod_auth import PURPOSE as POD_TOKEN
 
 from .config import OperatorConfig
+from .scope import shard_labels
 
 DATA_MOUNT = "/data"
 KEYS_MOUNT = "/etc/whatsapp-session/keys"  # the location's Secret, updated in place by the kubelet
@@ -24,7 +25,14 @@ def keys_secret_name(location_id: str) -> str:
 
 
 def labels(location_id: str) -> dict[str, str]:
+    """What selects the location's pod (the StatefulSet's selector, immutable)."""
     return {APP_LABEL: APP, LOCATION_LABEL: location_label(location_id)}
+
+
+def object_labels(location_id: str, config: OperatorConfig) -> dict[str, str]:
+    """The labels of every object of the location: its selector's, and this operator's shard
+    (so that the shard's own watches see them)."""
+    return {**labels(location_id), **shard_labels(config.shard)}
 
 
 def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, Any]]:
@@ -70,7 +78,11 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels(location)},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": object_labels(location, config),
+        },
         "spec": {
             "serviceName": name,
             "replicas": 0 if spec.get("paused") else 1,
@@ -81,7 +93,7 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
             },
             "template": {
                 "metadata": {
-                    "labels": labels(location),
+                    "labels": object_labels(location, config),
                     "annotations": {BACKUP_KEY_NAMES: ",".join(_masters(config).names)},
                 },
                 "spec": {
@@ -174,7 +186,7 @@ def keys_secret(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
         "metadata": {
             "name": keys_secret_name(location),
             "namespace": namespace,
-            "labels": labels(location),
+            "labels": object_labels(location, config),
         },
         "type": "Opaque",
         "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
@@ -190,7 +202,7 @@ def service(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dic
         "metadata": {
             "name": session_name(location),
             "namespace": namespace,
-            "labels": labels(location),
+            "labels": object_labels(location, config),
         },
         "spec": {
             "clusterIP": "None",

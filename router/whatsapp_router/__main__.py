@@ -19,7 +19,7 @@ def main() -> None:
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
     logs.configure({"service": "whatsapp-router"}, settings.log_level)
-    kube = Kube()  # in-cluster config, else KUBECONFIG
+    kube = Kube("whatsapp-router")  # in-cluster config, else KUBECONFIG
     asyncio.run(serve(settings, KubeBackend(kube, settings)))
 
 

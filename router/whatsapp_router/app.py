@@ -61,7 +61,7 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
         app[link_page.LINK_STATES] = LinkStates(
             directory, upstream, credentials, http, metrics.link_stream_errors.inc
         )
-        await backend.start(directory)
+        await backend.start(directory, metrics)
 
     async def stop(_: web.Application) -> None:
         await backend.stop()

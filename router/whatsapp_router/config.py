@@ -33,6 +33,9 @@ class RouterSettings:
     retry_after: int = 5
     session_port: int = 8093
     log_level: str = "INFO"
+    # The operator's shard count (its chart value operator.shards): above 1, the router
+    # labels every WhatsAppSession with its shard (whatsapp_common.sharding).
+    operator_shards: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RouterSettings:
@@ -59,6 +62,7 @@ class RouterSettings:
             retry_after=env_int(env, "RETRY_AFTER_SECONDS", cls.retry_after, 1),
             session_port=env_int(env, "SESSION_PORT", cls.session_port, 1),
             log_level=(env_first(env, "LOG_LEVEL") or cls.log_level).upper(),
+            operator_shards=env_int(env, "OPERATOR_SHARDS", cls.operator_shards, 1),
         )
 
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from whatsapp_common.crd import LOCATION_LABEL
 from whatsapp_common.naming import location_label
 from whatsapp_common.states import NO_SESSION, Phase
+
+if TYPE_CHECKING:
+    from .metrics import RouterMetrics
 
 Json = dict[str, Any]
 label_of = lru_cache(maxsize=65536)(location_label)
@@ -192,7 +195,7 @@ class Backend(Protocol):
     """Where the session pods run: it keeps the Directory current and creates a location's
     session on the first /login (Kubernetes in `app.py`, processes in `local.py`)."""
 
-    async def start(self, directory: Directory) -> None: ...
+    async def start(self, directory: Directory, metrics: RouterMetrics) -> None: ...
 
     async def stop(self) -> None: ...
 

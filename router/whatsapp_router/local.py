@@ -39,6 +39,7 @@ from whatsapp_common.tasks import cancel_and_wait
 from .app import serve
 from .config import ConfigError, RouterSettings
 from .directory import Directory, PodRecord, SessionRecord, label_of
+from .metrics import RouterMetrics
 
 log = logs.get_logger("whatsapp_router.local")
 
@@ -96,7 +97,7 @@ class LocalBackend:
     def _locations_file(self) -> Path:
         return self._root / "locations.json"
 
-    async def start(self, directory: Directory) -> None:
+    async def start(self, directory: Directory, metrics: RouterMetrics) -> None:
         self._directory = directory
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
         known = (

@@ -69,6 +69,13 @@ class RouterMetrics:
         self.retries = Counter(
             "wa_router_upstream_retries", "Calls retried once", registry=self.registry
         )
+        self.shard_labels = Counter(
+            "wa_router_shard_labels",
+            "Shard labels written on WhatsAppSessions (operator shards), by outcome: labelled,"
+            " gone (deleted or replaced first), failed (after retries)",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.sessions_created = Counter(
             "wa_router_sessions_created",
             "WhatsAppSessions created by POST /login",

@@ -12,16 +12,17 @@ from whatsapp_common.answers import ApiError
 from whatsapp_common.crd import GROUP, PLURAL, VERSION
 from whatsapp_common.kube_clients import Kube
 from whatsapp_common.naming import session_name
+from whatsapp_common.sharding import SHARD_LABEL, shard_of
 
 
-def _create(kube: Kube, namespace: str, location: str) -> None:
+def _create(kube: Kube, namespace: str, location: str, shards: int) -> None:
+    labels = {"app.kubernetes.io/created-by": "whatsapp-router"}
+    if shards > 1:  # handled by its shard from the start
+        labels[SHARD_LABEL] = shard_of(location, shards)
     body = {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "WhatsAppSession",
-        "metadata": {
-            "name": session_name(location),
-            "labels": {"app.kubernetes.io/created-by": "whatsapp-router"},
-        },
+        "metadata": {"name": session_name(location), "labels": labels},
         "spec": {"locationId": location},
     }
     try:
@@ -45,6 +46,6 @@ def _reason(exc: ApiException) -> str:
         return str(exc.reason)
 
 
-async def create_session(kube: Kube, namespace: str, location: str) -> None:
+async def create_session(kube: Kube, namespace: str, location: str, shards: int) -> None:
     """Raises ApiError 400 for a location id Kubernetes refuses; ApiException otherwise."""
-    await asyncio.to_thread(_create, kube, namespace, location)
+    await asyncio.to_thread(_create, kube, namespace, location, shards)

@@ -31,15 +31,22 @@ READ_TIMEOUT = WATCH_SECONDS + 15
 
 
 class Source:
-    """One kind of object: how to list/watch it and turn each into a record."""
+    """One kind of object: how to list/watch it and turn each into a record; `observe` sees
+    each object listed or changed (on the watch thread)."""
 
     def __init__(
-        self, kind: str, list_fn: Callable[..., Any], convert: Callable[[Any], Any]
+        self,
+        kind: str,
+        list_fn: Callable[..., Any],
+        convert: Callable[[Any], Any],
+        observe: Callable[[Any], None] = lambda _: None,
     ) -> None:
-        self.kind, self.list_fn, self.convert = kind, list_fn, convert
+        self.kind, self.list_fn, self.convert, self.observe = kind, list_fn, convert, observe
 
 
-def sources(kube: Kube, namespace: str, session_port: int) -> list[Source]:
+def sources(
+    kube: Kube, namespace: str, session_port: int, observe_session: Callable[[Any], None]
+) -> list[Source]:
     def list_pods(**kwargs: Any) -> Any:
         return kube.core.list_namespaced_pod(namespace, label_selector=POD_SELECTOR, **kwargs)
 
@@ -50,7 +57,7 @@ def sources(kube: Kube, namespace: str, session_port: int) -> list[Source]:
 
     return [
         Source("pods", list_pods, lambda obj: PodRecord.from_object(obj, session_port)),
-        Source("sessions", list_sessions, SessionRecord.from_object),
+        Source("sessions", list_sessions, SessionRecord.from_object, observe_session),
     ]
 
 
@@ -101,6 +108,8 @@ class Watcher:
         response = source.list_fn(_preload_content=False, _request_timeout=(5, READ_TIMEOUT))
         listing = json.loads(response.data)
         records = [source.convert(item) for item in listing["items"]]
+        for item in listing["items"]:
+            source.observe(item)
         loop.call_soon_threadsafe(self._directory.replace, source.kind, records)
         version = listing["metadata"]["resourceVersion"]
         log.info("listed", kind=source.kind, count=len(records))
@@ -120,6 +129,8 @@ class Watcher:
                 obj = event["object"]
                 version = obj["metadata"]["resourceVersion"]
                 if event["type"] != "BOOKMARK":
+                    if event["type"] != "DELETED":
+                        source.observe(obj)
                     record = source.convert(obj)
                     loop.call_soon_threadsafe(
                         self._directory.apply, source.kind, event["type"], record

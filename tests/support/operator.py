@@ -21,18 +21,20 @@ RELEASE = "whatsapp-sessions"
 OPERATOR_ACCOUNT = f"{RELEASE}-operator"
 
 
-def operator_namespace(cluster: ControlPlane, prefix: str) -> str:
-    """A new namespace ready for the operator: the CRDs installed, the chart's RBAC applied."""
+def operator_namespace(cluster: ControlPlane, prefix: str, *values: str) -> str:
+    """A new namespace ready for the operator: the CRDs installed, the chart's RBAC applied
+    (rendered with the `--set` `values`)."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     cluster.install_crds(CRD, PEERING_CRD)
     cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("apply", "-n", name, "-f", "-", stdin=chart_rbac(cluster, name, "operator"))
+    rbac = chart_rbac(cluster, name, "operator", *values)
+    cluster.kubectl("apply", "-n", name, "-f", "-", stdin=rbac)
     return name
 
 
-def chart_rbac(cluster: ControlPlane, namespace: str, component: str) -> str:
+def chart_rbac(cluster: ControlPlane, namespace: str, component: str, *values: str) -> str:
     """The chart's ServiceAccount and Role of `component` (operator, router): the one source
-    of the permissions the tests run with."""
+    of the permissions the tests run with. `values`: `--set` flags, e.g. operator.shards=2."""
     return subprocess.run(
         [
             str(cluster.helm_binary),
@@ -43,6 +45,7 @@ def chart_rbac(cluster: ControlPlane, namespace: str, component: str) -> str:
             namespace,
             "--show-only",
             f"templates/{component}-rbac.yaml",
+            *(f"--set={value}" for value in values),
         ],
         capture_output=True,
         text=True,
@@ -59,9 +62,10 @@ class OperatorProcess:
         env: dict[str, str],
         log_path: Path,
         priority: int = 100,
+        peering: str = "whatsapp-sessions",
     ) -> None:
-        """Replicas peer through the KopfPeering `whatsapp-sessions`: the highest priority
-        alive handles the resources, the others stand by."""
+        """Replicas peer through the KopfPeering `peering` (one per shard): the highest
+        priority alive handles the resources, the others stand by."""
         self.cluster, self.namespace = cluster, namespace
         self.args = (pod_env, env)  # to start another replica the same way
         self.health = f"http://127.0.0.1:{free_port()}/healthz"
@@ -70,7 +74,7 @@ class OperatorProcess:
             "kopf",
             [
                 "run",
-                "--peering=whatsapp-sessions",
+                f"--peering={peering}",
                 f"--priority={priority}",
                 "-n",
                 namespace,
@@ -110,6 +114,7 @@ def start_operator(
     session_env: dict[str, str],
     s3: dict[str, str],
     log_path: Path,
+    peering: str = "whatsapp-sessions",
     **env: str,
 ) -> OperatorProcess:
     """The operator of `namespace`, its session pods given `session_env` (the double's) and
@@ -129,7 +134,7 @@ def start_operator(
         **session_env,
         "HEALTH_CHECK_INTERVAL_SECONDS": "1",
     }
-    return OperatorProcess(cluster, namespace, pod_env, {**s3, **env}, log_path)
+    return OperatorProcess(cluster, namespace, pod_env, {**s3, **env}, log_path, peering=peering)
 
 
 def get_session(cluster: ControlPlane, namespace: str, name: str) -> dict[str, Any]:

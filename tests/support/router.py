@@ -11,6 +11,7 @@ import requests
 
 from whatsapp_common.keys import KeyRing, NamedKey
 from whatsapp_router.directory import Directory, PodRecord, SessionRecord, label_of
+from whatsapp_router.metrics import RouterMetrics
 
 from .control_plane import ControlPlane
 from .operator import RELEASE, chart_rbac
@@ -52,8 +53,16 @@ class RouterClient:
 
 
 class RouterProcess(RouterClient):
-    def __init__(self, cluster: ControlPlane, namespace: str, log_path: Path, **env: str) -> None:
-        rbac = chart_rbac(cluster, namespace, "router")
+    def __init__(
+        self,
+        cluster: ControlPlane,
+        namespace: str,
+        log_path: Path,
+        chart_values: tuple[str, ...] = (),
+        **env: str,
+    ) -> None:
+        """`chart_values`: the `--set` flags its RBAC is rendered with."""
+        rbac = chart_rbac(cluster, namespace, "router", *chart_values)
         cluster.kubectl("apply", "-n", namespace, "-f", "-", stdin=rbac)
         self.port = free_port()
         super().__init__(f"http://127.0.0.1:{self.port}", secrets.token_urlsafe(24))
@@ -91,7 +100,7 @@ class StaticBackend:
     def __init__(self, location: str, address: tuple[str, int]) -> None:
         self.location, self.address = location, address
 
-    async def start(self, directory: Directory) -> None:
+    async def start(self, directory: Directory, metrics: RouterMetrics) -> None:
         session = SessionRecord("wa-" + self.location, self.location, False, "Ready", "")
         label = label_of(self.location)
         ip, port = self.address

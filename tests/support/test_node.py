@@ -13,8 +13,11 @@ containers as local processes (own process group, cwd = the repository, stdout+s
 - API access, as kubelet mounts the ServiceAccount token: unless the pod (or its
   ServiceAccount) sets `automountServiceAccountToken: false`, its containers get `KUBECONFIG`
   = a kubeconfig whose client certificate authenticates as the pod's ServiceAccount.
-- Each pod gets its own loopback address (127.0.0.2, .3, ..., never reused while the node
-  runs) as `status.podIP`; `hostIP` is 127.0.0.1.
+- Each pod gets its own loopback address as `status.podIP` (127.B.0.2, .3, ..., never reused
+  while the node runs; B is drawn at random per node, and an address where something already
+  listens on a port the pod declares is skipped, so the nodes of two test runs at once, or
+  the lingering pod of an earlier module's node, never share an address); `hostIP` is
+  127.0.0.1.
 - Volumes are local directories: a `persistentVolumeClaim` is `work_dir/pvc/<namespace>/
   <claimName>` (it outlives the pod, as a StatefulSet's volume does; the claim is marked
   Bound), `secret`/`configMap` volumes are files in a per-pod directory, `emptyDir` and every
@@ -39,6 +42,7 @@ import datetime
 import itertools
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -579,7 +583,8 @@ class TestNode:
         self.repo = repo
         cert = api.ca.issue(f"node-{name}", f"test-node:{name}", ("system:masters",))
         self.api = _Api(api.server, cert, api.ca.cert_file)
-        self._ips = (f"127.0.{n // 256}.{n % 256}" for n in itertools.count(2))
+        block = random.randrange(100, 250)  # far from the simulated pods' 127.77-79
+        self._ips = (f"127.{block}.{n // 256}.{n % 256}" for n in itertools.count(2))
         self._pods: dict[str, _Pod] = {}  # by uid
         self._done: set[str] = set()  # uids of pods terminated here: never run again
         self._kubeconfigs: dict[tuple[str, str], Path] = {}
@@ -628,6 +633,19 @@ class TestNode:
                     namespace, account
                 )
             return self._kubeconfigs[namespace, account]
+
+    def _free_ip(self, pod: dict[str, Any]) -> str:
+        """The next address on which no port the pod declares is taken."""
+        ports = [
+            p["containerPort"]
+            for c in pod["spec"].get("containers", [])
+            for p in c.get("ports") or []
+            if p.get("containerPort")
+        ]
+        while True:
+            ip = next(self._ips)
+            if all(_bindable(ip, port) for port in ports):
+                return ip
 
     def pod_ip(self, namespace: str, name: str) -> str | None:
         pod = self._find(namespace, name)
@@ -742,7 +760,7 @@ class TestNode:
                     body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
                     self.api.call("DELETE", path, body, tolerate=(404, 409))
                 elif pod["status"].get("phase") not in ("Succeeded", "Failed"):
-                    running = self._pods[uid] = _Pod(self, pod, next(self._ips))
+                    running = self._pods[uid] = _Pod(self, pod, self._free_ip(pod))
                     running.thread.start()
                     return
         if running is not None and "deletionTimestamp" in meta:
@@ -751,3 +769,12 @@ class TestNode:
 
 def _first(conditions: list[Json], kind: str) -> Json:
     return next((c for c in conditions if c.get("type") == kind), {})
+
+
+def _bindable(ip: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((ip, port))
+        except OSError:
+            return False
+    return True

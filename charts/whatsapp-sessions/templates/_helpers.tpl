@@ -15,6 +15,13 @@
 {{- define "wa.operator" -}}{{ include "wa.fullname" . }}-operator{{- end -}}
 {{- define "wa.router" -}}{{ include "wa.fullname" . }}-router{{- end -}}
 
+{{/* One operator shard (pass (dict "ctx" $ "index" N)): its suffix ("" when there is one
+shard, so a release that never sharded keeps its names) and its peering object's name. */}}
+{{- define "wa.shardSuffix" -}}
+{{- if gt (int .ctx.Values.operator.shards) 1 }}-shard-{{ .index }}{{ end -}}
+{{- end -}}
+{{- define "wa.peering" -}}whatsapp-sessions{{ include "wa.shardSuffix" . }}{{- end -}}
+
 {{/* Labels of every object; pass (dict "ctx" $ "component" "operator"). */}}
 {{- define "wa.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version }}
