@@ -8,6 +8,7 @@ import json
 from aiohttp import web
 
 from whatsapp_common.answers import ApiError, being_initialized, success
+from whatsapp_common.event_types import EventType
 from whatsapp_common.logs import get_logger
 from whatsapp_common.states import SessionState
 from whatsapp_common.validation import (
@@ -25,7 +26,14 @@ from .driver import DriverError
 from .messenger import Messenger, OutcomePending, SendOutcomeUnknown
 from .metrics import Metrics
 from .qr import qr_png
-from .session import NotReady, NumberUnchecked, Session, UnknownNumber, phone_of
+from .session import (
+    AlreadyLinked,
+    NotReady,
+    NumberUnchecked,
+    Session,
+    UnknownNumber,
+    phone_of,
+)
 
 log = get_logger(__name__)
 SESSION = web.AppKey("session", Session)
@@ -66,6 +74,27 @@ async def logout(request: web.Request) -> web.Response:
     except Exception as exc:
         raise failed("Error during logout process", exc) from exc
     return success(f"Logout process completed for {location}")
+
+
+async def pairing_code(request: web.Request) -> web.Response:
+    """A linking code for the phone with `phone_number`, instead of the QR (wa-js
+    conn.startLinkDeviceCodeForPhoneNumber): only while the QR is shown."""
+    session = request.app[SESSION]
+    body = await json_object(request)
+    location = location_identifier(body, session.settings.location_id)
+    phone = phone_of(receiver_chat_id(body, "phone_number"))
+    try:
+        code = await session.pairing_code(phone)
+    except AlreadyLinked:
+        raise ApiError(
+            409, f"Location {location} is already linked to a phone", state=str(session.state)
+        ) from None
+    except NotReady:
+        await session.login()  # a stopped session starts again: its QR comes first
+        raise not_ready(session) from None
+    except DriverError as exc:
+        raise failed("Error getting the pairing code", exc) from exc
+    return success({"pairing_code": code.code, "expires_at": code.expires_at})
 
 
 async def send_message(request: web.Request) -> web.Response:
@@ -159,6 +188,9 @@ async def status(request: web.Request) -> web.Response:
             "reason": session.machine.reason,
             "phone": session.phone,
             "qr_pending": session.qr is not None,
+            "pairing_code_pending": session.pairing is not None,
+            "pairing_code_expires_at": session.pairing and session.pairing.expires_at,
+            "last_event_id": session.bus.last_id,
             "last_error": session.last_error,
             "last_backup": session.backups.last,
             "storage_error": session.backups.store_error,
@@ -196,6 +228,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     # A comment line this often while nothing happens: a client with a read timeout tells a
     # quiet session from a dead connection (a half-open one never says it is closed).
     heartbeat = int_param(request.query, "heartbeat", 15, 1, 300)
+    # `types=qr,state`: only those (the router's link page needs four kinds, not messages).
+    wanted = event_types(request.query.get("types"))
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
@@ -213,6 +247,8 @@ async def events(request: web.Request) -> web.StreamResponse:
             except StopAsyncIteration:
                 break
             pending = asyncio.ensure_future(anext(stream))
+            if wanted is not None and event.type not in wanted:
+                continue
             payload = json.dumps(event.as_dict())
             await response.write(
                 f"id: {event.id}\nevent: {event.type}\ndata: {payload}\n\n".encode()
@@ -224,6 +260,17 @@ async def events(request: web.Request) -> web.StreamResponse:
         await asyncio.wait({pending})  # the generator must be idle before it is closed
         await stream.aclose()
     return response
+
+
+def event_types(listed: str | None) -> frozenset[str] | None:
+    """The event types of a comma-separated list (None: all)."""
+    if not listed:
+        return None
+    types = frozenset(t.strip() for t in listed.split(",") if t.strip())
+    unknown = sorted(types - set(EventType))
+    if unknown:
+        raise ApiError(400, f"Unknown event types: {', '.join(unknown)}")
+    return types
 
 
 async def message(request: web.Request) -> web.Response:
@@ -277,6 +324,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_post("/send_message", send_message)
+    app.router.add_post("/pairing_code", pairing_code)
     app.router.add_get("/chats", chats)
     app.router.add_get("/contacts", contacts)
     app.router.add_get("/status", status)

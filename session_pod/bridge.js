@@ -65,6 +65,10 @@
     'conn.stream_mode_changed': (mode) => ({ mode: String(mode) }),
     'conn.main_ready': () => null,
     'conn.online': (online) => ({ online: Boolean(online) }),
+    // The managed phone-number linking flow (src/conn/functions/linkDeviceCodeLifecycle.ts).
+    'conn.link_code_change': (code) => ({ code: String(code) }),
+    'conn.link_code_expired': () => null,
+    'conn.link_code_error': (error) => ({ error: error.message }),
     'chat.new_message': (m) => message(m),
     'chat.msg_ack_change': (e) => ({ ack: e.ack, chat: wid(e.chat), ids: e.ids.map(wid) }),
   };
@@ -164,6 +168,18 @@
       (await WPP.contact.list())
         .filter((/** @type {any} */ c) => c.id.server === 'c.us' || c.id.server === 'g.us')
         .map(contact),
+    // A code for the phone with this number to type in, instead of scanning the QR. wa-js's
+    // managed flow gives the same number its active code again and renews it as it expires
+    // (src/conn/functions/linkDeviceCodeLifecycle.ts); genLinkDeviceCodeForPhoneNumber.ts
+    // refuses once authenticated.
+    pairingCode: async (/** @type {string} */ phone) => {
+      try {
+        return { code: await WPP.conn.startLinkDeviceCodeForPhoneNumber(phone) };
+      } catch (e) {
+        if (errorCode(e) === 'cannot_get_code_for_already_authenticated') return { linked: true };
+        throw e;
+      }
+    },
     syncFinished: () => !WPP.conn.getHistorySyncProgress().inProgress,
     logout: () => WPP.conn.logout(),
   };

@@ -11,6 +11,7 @@ from whatsapp_common.envvars import ConfigError, env_bool, env_int, env_number
 from .auth import PodAuth
 from .delivery.watchdog import WatchdogSettings
 from .delivery.webhooks import WebhookSettings
+from .links import LinkSettings
 from .storage.errors import KeysUnavailable
 from .storage.settings import StorageSettings
 
@@ -57,6 +58,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings(base_url=None))
     watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
+    links: LinkSettings = field(default_factory=LinkSettings)
 
     @property
     def profile_dir(self) -> Path:
@@ -140,6 +142,7 @@ class Settings:
             storage=storage,
             webhooks=WebhookSettings.from_env(env),
             watchdog=WatchdogSettings.from_env(env),
+            links=LinkSettings.from_env(env),
         )
 
 

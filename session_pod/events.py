@@ -22,7 +22,7 @@ from whatsapp_common.logs import get_logger
 log = get_logger(__name__)
 
 # Event payload keys that are secrets: sent to API clients, never written to logs.
-SECRET_KEYS = frozenset({"qr"})
+SECRET_KEYS = frozenset({"qr", "pairing_code", "link_url"})
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class EventBus:
     ) -> None:
         self._journal = journal
         self._ids = itertools.count(1)
+        self.last_id = 0  # of the newest event streams have seen: /events resumes after it
         self._history: deque[SessionEvent] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[SessionEvent | None]] = set()
         self._queue_size = subscriber_queue
@@ -78,6 +79,7 @@ class EventBus:
 
     def _fan_out(self, event: SessionEvent) -> None:
         event = replace(event, id=next(self._ids))
+        self.last_id = event.id
         self._history.append(event)
         safe = {k: ("<redacted>" if k in SECRET_KEYS else v) for k, v in event.data.items()}
         log.info("event", event=event.type, event_id=event.id, data=safe)

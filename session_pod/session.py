@@ -20,19 +20,23 @@ from typing import Any
 from whatsapp_common.backoff import backoff_delay
 from whatsapp_common.event_types import EventType
 from whatsapp_common.logs import get_logger
-from whatsapp_common.states import SessionState
+from whatsapp_common.states import AUTHENTICATED, SessionState
 from whatsapp_common.tasks import cancel_and_wait
 
 from .backup_schedule import BackupSchedule
 from .config import Settings
 from .driver import BridgeMessage, DriverError, WhatsAppWebDriver
 from .events import EventBus
+from .links import QrLinks
 from .metrics import Metrics
 from .state_machine import StateMachine
 from .storage import StoreError
 
 log = get_logger(__name__)
 S = SessionState
+# How long WhatsApp keeps a linking code before wa-js asks for a new one (LINK_CODE_TTL_MS in
+# src/conn/functions/linkDeviceCodeLifecycle.ts).
+PAIRING_CODE_TTL_SECONDS = 3.25 * 60
 
 
 class NotReady(RuntimeError):
@@ -41,6 +45,10 @@ class NotReady(RuntimeError):
 
 class UnknownNumber(ValueError):
     """The receiver is not registered on WhatsApp."""
+
+
+class AlreadyLinked(RuntimeError):
+    """A phone is linked already: WhatsApp gives no linking code then."""
 
 
 class NumberUnchecked(RuntimeError):
@@ -63,6 +71,21 @@ class QrCode:
     code: str
     issued_at: float
     expires_at: float
+
+
+@dataclass(frozen=True)
+class PairingCode:
+    """A code the phone whose number it was asked for types in, instead of scanning the QR."""
+
+    code: str  # as WhatsApp shows it: ABCD-EFGH
+    phone: str
+    issued_at: float
+    expires_at: float
+
+
+def shown_code(code: str) -> str:
+    """'ABCD1234' -> 'ABCD-1234', the way WhatsApp shows a linking code."""
+    return f"{code[:4]}-{code[4:]}" if len(code) == 8 and code.isalnum() else code
 
 
 def derive_state(snapshot: dict[str, Any]) -> SessionState:
@@ -104,6 +127,9 @@ class Session:
         self.driver = WhatsAppWebDriver(settings, self._on_bridge, self._on_browser_dead)
         self.phone: str | None = None
         self.qr: QrCode | None = None
+        self.pairing: PairingCode | None = None
+        self._links = QrLinks(settings.location_id, settings.links)
+        self._pairing_phone = ""
         self._idle_code: str | None = None  # a code that went idle is never shown again
         self.last_error: str | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -157,7 +183,7 @@ class Session:
             await self._stop_supervisor()
             self._logging_out, self._linked = False, False
             await asyncio.to_thread(shutil.rmtree, self.settings.profile_dir, True)
-            self.phone, self.qr = None, None
+            self.phone, self.qr, self.pairing = None, None, None
             self._move(S.LOGGED_OUT, "logout requested", force=True)
             await self.backups.delete_all()
 
@@ -176,6 +202,19 @@ class Session:
         return True, str(self.state)
 
     # WhatsApp operations ---------------------------------------------------------------
+
+    async def pairing_code(self, phone: str) -> PairingCode:
+        """A linking code for `phone` (digits), while the QR is shown; the same number gets
+        the code it has while that one lives. AlreadyLinked, NotReady otherwise."""
+        if self.state in AUTHENTICATED:
+            raise AlreadyLinked(str(self.state))
+        if self.state != S.QR_REQUIRED:
+            raise NotReady(str(self.state))
+        self._pairing_phone = phone
+        answer = await self.driver.call("pairingCode", phone)
+        if answer.get("linked"):
+            raise AlreadyLinked(str(self.state))
+        return self._pairing_code_changed(answer["code"])
 
     def require_ready(self) -> None:
         if self.state != S.READY:
@@ -323,9 +362,14 @@ class Session:
         elif kind == "conn.logout_reason":
             self.last_error = f"logged out: {data.get('reason')}"
         elif kind == "conn.logout" and not self._logging_out:
-            self.phone, self.qr, self._linked = None, None, False
+            self.phone, self.qr, self.pairing, self._linked = None, None, None, False
             self._move(S.QR_REQUIRED, "logged out remotely")
             self.bus.publish(EventType.DISCONNECTED, {"reason": "logout"})
+        elif kind == "conn.link_code_change" and self.state == S.QR_REQUIRED:
+            self._pairing_code_changed(data["code"])
+        elif kind in ("conn.link_code_expired", "conn.link_code_error") and self.pairing:
+            log.warning("the linking code ended", reason=kind, error=data.get("error"))
+            self.pairing = None
         elif kind == "chat.new_message":
             self._on_message(data)
         elif kind == "chat.msg_ack_change":
@@ -343,15 +387,27 @@ class Session:
         if code and (self.qr is None or self.qr.code != code):
             now = time.time()
             self.qr = QrCode(code, now, now + self.settings.qr_ttl)
-            self.bus.publish(EventType.QR, {"qr": code, "expires_at": self.qr.expires_at})
+            link = self._links.current()  # the link page's URL, for Rails to send on
+            self.bus.publish(EventType.QR, {"qr": code, "expires_at": self.qr.expires_at, **link})
         target = derive_state(snapshot)
         if target == S.QR_REQUIRED and self.state == S.AUTHENTICATING and not code:
             return  # scanned: the page has not switched to SYNCING yet
         if target in (S.READY, S.QR_REQUIRED):
             self._healthy_since_launch = True
         if target != S.QR_REQUIRED:
-            self.qr = None
+            self.qr, self.pairing = None, None
         self._move(target, f"stream mode {snapshot.get('mode')}")
+
+    def _pairing_code_changed(self, code: str) -> PairingCode:
+        """The page's current linking code; a new one is published (event `pairing_code`)."""
+        shown = shown_code(code)
+        if self.pairing is not None and self.pairing.code == shown:
+            return self.pairing
+        now = time.time()
+        self.pairing = PairingCode(shown, self._pairing_phone, now, now + PAIRING_CODE_TTL_SECONDS)
+        data = {"pairing_code": shown, "phone": self._pairing_phone}
+        self.bus.publish(EventType.PAIRING_CODE, {**data, "expires_at": self.pairing.expires_at})
+        return self.pairing
 
     def _move(self, target: SessionState, reason: str, force: bool = False) -> None:
         """State changes from page signals are ignored once the session is stopped."""

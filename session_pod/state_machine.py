@@ -1,6 +1,7 @@
 """The session's explicit state machine.
 
-starting -> qr_required -(scan)-> authenticating -> syncing -> ready
+starting -> qr_required -(QR scanned, or pairing code typed in)-> authenticating -> syncing -> ready
+(a pending pairing code keeps qr_required: `Session.pairing`, /status `pairing_code_pending`)
 ready -(socket lost, page crash)-> disconnected -> starting/syncing -> ready
 ready -(remote logout)-> qr_required
 any -(/logout)-> logged_out -(/login)-> starting

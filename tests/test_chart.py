@@ -33,6 +33,8 @@ FULL_VALUES = [
     "router.token.existingSecret=wa-router",
     "operator.backupKeys.existingSecret=wa-backup-keys",
     "podAuth.existingSecret=wa-pod-auth",
+    "linkKeys.existingSecret=wa-link-keys",
+    "router.publicUrl=https://wa.example.com/",
     "metrics.scrapeTokens.existingSecret=wa-scrape",
     "networkPolicy.scrapers[0].namespaceSelector.matchLabels.name=monitoring",
     "router.replicas=3",
@@ -159,6 +161,9 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
         "RAILS_APP_URL": "http://rails",
         "RAILS_APP_PORT": "3000",
         "RAILS_APP_ENDPOINT_SCOPE": "whatsapp_js",
+        # The `qr` webhook's link page URL: the router's public URL, each pod's own link key.
+        "LINK_BASE_URL": "https://wa.example.com",
+        "LINK_TTL_SECONDS": "900",
     }
     assert json.loads(env["SESSION_DEFAULTS"]["value"])["storage"] == {
         "size": "1Gi",
@@ -171,6 +176,8 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     assert pod_auth == {"name": "wa-pod-auth", "key": "keys"}
     scrape = env["METRICS_TOKENS"]["valueFrom"]["secretKeyRef"]
     assert scrape == {"name": "wa-scrape", "key": "tokens"}
+    link_masters = env["LINK_MASTER_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert link_masters == {"name": "wa-link-keys", "key": "keys"}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Only the operator may touch Secrets (it watches the locations' keys Secrets, selected by
     # label, so an operator restart re-derives them without a read each); the router none.
@@ -195,16 +202,25 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     container = router["spec"]["template"]["spec"]["containers"][0]
     token = container_env(container)["ROUTER_TOKEN"]["valueFrom"]["secretKeyRef"]
     assert token == {"name": "wa-router", "key": "token"}
-    # The pod-auth masters as a file the router reads again (a rotation, no restart).
-    (mount,) = container["volumeMounts"]
-    (volume,) = router["spec"]["template"]["spec"]["volumes"]
-    assert mount["name"] == volume["name"] == "pod-auth" and mount["readOnly"] is True
-    assert volume["secret"] == {
-        "secretName": "wa-pod-auth",
-        "items": [{"key": "keys", "path": "keys"}],
-    }
-    file = container_env(container)["POD_AUTH_MASTER_KEYS_FILE"]["value"]
-    assert file == f"{mount['mountPath']}/keys"
+    # The pod-auth and link masters as files the router reads again (a rotation, no restart).
+    router_env = container_env(container)
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in router["spec"]["template"]["spec"]["volumes"]}
+    assert sorted(mounts) == sorted(volumes) == ["link-keys", "pod-auth"]
+    for name, secret, variable in [
+        ("pod-auth", "wa-pod-auth", "POD_AUTH_MASTER_KEYS_FILE"),
+        ("link-keys", "wa-link-keys", "LINK_MASTER_KEYS_FILE"),
+    ]:
+        assert mounts[name]["readOnly"] is True
+        assert volumes[name]["secret"] == {
+            "secretName": secret,
+            "items": [{"key": "keys", "path": "keys"}],
+        }
+        assert router_env[variable]["value"] == f"{mounts[name]['mountPath']}/keys"
+    # Link pages' URLs start with the public URL; their lifetime by default and at most.
+    assert router_env["ROUTER_PUBLIC_URL"]["value"] == "https://wa.example.com/"
+    assert router_env["LINK_TTL_SECONDS"]["value"] == "900"
+    assert router_env["LINK_MAX_TTL_SECONDS"]["value"] == "604800"
     # Session pods: the router and the operator, and the scrapers (to /metrics).
     policy = rendered[("NetworkPolicy", "wa-whatsapp-sessions-session-pods")]["spec"]
     assert [len(rule["from"]) for rule in policy["ingress"]] == [2, 1]
@@ -225,6 +241,9 @@ def test_without_an_existing_secret_the_router_token_is_generated(helm: Path) ->
     pod_auth = rendered[("Secret", "wa-whatsapp-sessions-pod-auth-keys")]
     ring = parse_ring(base64.b64decode(pod_auth["data"]["keys"]).decode())
     assert ring.names == ["initial"] and len(ring.current.secret) == 32
+    link = rendered[("Secret", "wa-whatsapp-sessions-link-keys")]
+    ring = parse_ring(base64.b64decode(link["data"]["keys"]).decode())
+    assert ring.names == ["initial"] and len(ring.current.secret) == 32
     scrape = rendered[("Secret", "wa-whatsapp-sessions-metrics-scrape")]["data"]
     token = base64.b64decode(scrape["token"]).decode()
     assert len(token) == 40 and base64.b64decode(scrape["tokens"]).decode() == f"prometheus:{token}"
@@ -234,6 +253,7 @@ def test_without_an_existing_secret_the_router_token_is_generated(helm: Path) ->
         ][0]
     )
     assert "SESSION_SECRET" not in env  # the operator's default, optional in the pods
+    assert "LINK_MASTER_KEYS" not in env  # no public URL: no link in the `qr` webhook
     assert json.loads(env["SESSION_POD_ENV"]["value"]) == {"S3_PREFIX": "whatsapp-sessions"}
 
 
@@ -343,6 +363,9 @@ def test_operator_shards_render_one_statefulset_and_peering_object_per_shard(
         "session.storage.size=lots",
         "rails.url=rails:3000",
         "router.token.existingSecret=Not_A_Name",
+        "router.publicUrl=wa.example.com",
+        "router.publicUrl=https://wa.example.com/?a=1",
+        "linkKeys.existingSecret=Not_A_Name",
         "s3.unknown=1",
         "session.hibernation.enabled=sometimes",
         "session.hibernation.wakeIntervalSeconds=1209600",

@@ -1,6 +1,7 @@
 """The whole journey on a real node, in containers of the project's own images: helm install
 into a namespace that enforces Pod Security "restricted" -> kubectl apply a WhatsAppSession ->
-router /login through its Service's ClusterIP -> QR -> scan on the double -> /send_message ->
+router /login through its Service's ClusterIP -> the QR on the link page (real Chromium),
+scanned on the double -> /send_message ->
 the signed ack webhook reaches Rails (a test receiver on the bridge's gateway) -> the session
 pod deleted -> restored without a QR -> `kubectl get whatsappsessions` Ready -> helm uninstall
 leaves nothing but the retained backup. `kubectl logs` of the session pod is JSON lines, and
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 
 from session_pod.delivery import verify
+from tests.support import link_page
 from tests.support.control_plane import ControlPlane
 from tests.support.diagnostics import explained_failures
 from tests.support.node_network import GATEWAY
@@ -252,6 +254,7 @@ def test_helm_install_to_uninstall_in_containers_on_a_real_node(
                 f"--set=rails.url=http://{GATEWAY}",
                 f"--set=rails.port={rails.port}",
                 "--set=rails.scope=whatsapp_js",
+                "--set=router.publicUrl=http://wa.journey.test",
                 f"--set=rails.webhookSecret.existingSecret={SESSION_SECRET}",
                 "--set=operator.peeringLifetimeSeconds=5",
                 f"--set-json=session.extraEnv={json.dumps(extra_env)}",
@@ -278,17 +281,22 @@ def test_helm_install_to_uninstall_in_containers_on_a_real_node(
             login = router.post("/login", {"location_identifier": LOCATION, "user_id": 7})
             assert login.status_code == 200, login.text
 
-            # QR -> scan on the double -> Ready.
+            # The location's staff link their phone on the link page Rails sent them: the
+            # live QR through the router's Service, rotated, scanned on the double -> Linked.
+            # Expired and forged links show "expired" and no QR.
             router.wait_state(LOCATION, "qr_required", timeout=120)
-            code = wait_until(
-                lambda: router.get("/qr", location_identifier=LOCATION).json().get("qr"), 30, "a QR"
-            )
+            masters = parse_ring(secret_value(cluster, namespace, f"{RELEASE}-link-keys", "keys"))
             phone = new_phone()
-            node_double.scan(code, phone)
+            with link_page.phone_browser() as browser:
+                link_page.refuses_expired_and_forged(browser, router, LOCATION, masters)
+                link_page.link_by_qr(browser, router, LOCATION, node_double, phone)
             router.wait_state(LOCATION, "ready")
             assert (
                 wait_phase(cluster, namespace, "beauty-shop", "Ready")["status"]["phone"] == phone
             )
+            # The qr webhook carried a link on the router's public URL, for Rails to text.
+            link = rails.events("qr")[0]["data"]["link_url"]
+            assert link.startswith("http://wa.journey.test/link/"), link
 
             # The session pod's log, through the kubelet: one JSON object per line.
             pod = f"wa-{LOCATION}-0"

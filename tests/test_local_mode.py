@@ -6,9 +6,7 @@ mode stops every process it started, and the next start brings the location back
 from __future__ import annotations
 
 import base64
-import contextlib
 import os
-import re
 import signal
 import stat
 from pathlib import Path
@@ -17,87 +15,36 @@ import psutil
 import pytest
 import requests
 
-from tests.support.processes import Program, free_port, wait_until
+from tests.support.local_mode import LocalMode, gone, qr_banner
+from tests.support.processes import wait_until
 from tests.support.rails import RailsReceiver
-from tests.support.router import RouterClient
 from tests.support.session_pods import Double, new_phone
 from whatsapp_common.keys import parse_ring
 from whatsapp_common.pod_auth import PURPOSE, pod_tokens
 
 pytestmark = pytest.mark.slow
 LOCATION = "31"
-QR_BANNER = f"Scan this QR code with WhatsApp (Linked devices) for location {LOCATION}:"
-
-
-class LocalMode(RouterClient):
-    """The local mode process; its stdout+stderr (the developer's terminal) in a file."""
-
-    def __init__(self, data_root: Path, terminal: Path, env: dict[str, str]) -> None:
-        port = free_port()
-        self.program = Program(
-            "whatsapp_router.local",
-            [],
-            {"LOCAL_DATA_DIR": str(data_root), "PORT": str(port), **env},
-            terminal,
-        )
-        token = wait_until(
-            lambda: re.search(r"^token: (\S+)", self.output(), re.M), 20, "the printed token"
-        )[1]
-        super().__init__(f"http://127.0.0.1:{port}", token)
-        wait_until(lambda: requests.get(f"{self.url}/readyz", timeout=2).ok, 20, "readyz")
-
-    def output(self) -> str:
-        return self.program.log_path.read_text(errors="replace")
-
-    def printed_qr(self) -> bool:
-        """segno's compact rendering under the banner: quiet zone, then a finder pattern."""
-        _, banner, after = self.output().partition(QR_BANNER)
-        lines = after.splitlines()[1:4]
-        return bool(banner) and len(lines) == 3 and lines[2].startswith("████ ▄▄▄▄▄ █")
-
-    def session_pods(self) -> list[psutil.Process]:
-        pods = []
-        for child in psutil.Process(self.program.pid).children():
-            with contextlib.suppress(psutil.Error):  # a zombie until local mode reaps it
-                if "session_pod" in child.cmdline():
-                    pods.append(child)
-        return pods
-
-    def descendants(self) -> list[psutil.Process]:
-        return psutil.Process(self.program.pid).children(recursive=True)
-
-    def terminate(self) -> None:
-        """SIGTERM, as a Ctrl-C would: exits 0 and leaves no process behind."""
-        started = self.descendants()
-        assert started, "no session pod process"
-        self.program.process.send_signal(signal.SIGTERM)
-        assert self.program.process.wait(40) == 0, self.program.log_tail()
-        assert all(gone(p) for p in started), [p for p in started if not gone(p)]
-
-
-def gone(process: psutil.Process) -> bool:
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
+QR_BANNER = qr_banner(LOCATION)
 
 
 def assert_pod_holds_no_master_key(data: Path, pod: psutil.Process) -> None:
     """The master keys stay in local mode's files (0600); the pod's environment holds its own
     location's derived keys and tokens, and neither it nor any file of the pod holds a
     master."""
-    for name in ("backup-keys", "pod-auth-keys"):
+    for name in ("backup-keys", "pod-auth-keys", "link-keys"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
     masters = parse_ring((data / "backup-keys").read_text())
     pod_auth = parse_ring((data / "pod-auth-keys").read_text())
+    link = parse_ring((data / "link-keys").read_text())
     environ = pod.environ()
-    assert "BACKUP_MASTER_KEYS" not in environ and "POD_AUTH_MASTER_KEYS" not in environ
+    assert not {"BACKUP_MASTER_KEYS", "POD_AUTH_MASTER_KEYS", "LINK_MASTER_KEYS"} & set(environ)
+    assert environ["LINK_KEYS"] == link.derive("link-token", LOCATION).to_text()
     assert environ["BACKUP_KEYS"] == masters.derive("backup", LOCATION).to_text()
     assert environ["POD_TOKENS"] == pod_auth.derive(PURPOSE, LOCATION).to_text()
     (pod_dir,) = (data / "sessions").iterdir()
     files = [p for p in pod_dir.rglob("*") if p.is_file() and not p.is_symlink()]
     assert files
-    for master in (*masters, *pod_auth):
+    for master in (*masters, *pod_auth, *link):
         encoded = base64.b64encode(master.secret).decode()
         assert all(encoded not in value for value in environ.values())
         for path in files:

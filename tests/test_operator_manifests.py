@@ -12,6 +12,7 @@ import yaml
 from tests.support.processes import REPO
 from tests.support.session_pods import TEST_MASTERS, TEST_POD_AUTH_MASTERS
 from whatsapp_common.keys import KeyRing, NamedKey, parse_ring
+from whatsapp_common.link_tokens import InvalidLinkToken, LinkGrant, sign, verify
 from whatsapp_common.naming import (
     LOCATION_ID_MAX,
     LOCATION_ID_PATTERN,
@@ -139,6 +140,26 @@ def test_a_scrape_token_reaches_every_pod_through_its_secret() -> None:
     with pytest.raises(ConfigError, match="token 'prom' is shorter than 16") as error:
         OperatorConfig.from_env({**MASTERS_ENV, "METRICS_TOKENS": "prom:short-one"})
     assert "short-one" not in str(error.value)
+
+
+def test_a_pod_gets_its_locations_link_key_to_sign_its_own_links_only() -> None:
+    """With the link masters, each pod's Secret holds its location's link key (the `qr`
+    webhook's link page URL): the router accepts its links for that location only."""
+    link_masters = KeyRing((NamedKey("links-1", b"l" * 32),))
+    config = OperatorConfig.from_env({**MASTERS_ENV, "LINK_MASTER_KEYS": link_masters.to_text()})
+    secret = keys_secret(spec(), "ns", config)
+    keys = parse_ring(base64.b64decode(secret["data"]["LINK_KEYS"]).decode())
+    grant = LinkGrant("13", "Location 13", 2**31)
+    assert verify(link_masters, sign(keys, grant), 0) == grant
+    forged = sign(keys, LinkGrant("14", "Location 14", 2**31))  # another location: refused
+    with pytest.raises(InvalidLinkToken, match="forged"):
+        verify(link_masters, forged, 0)
+    sts = statefulset(spec(), "ns", config)
+    assert env_of(sts)["LINK_KEYS_FILE"] == "/etc/whatsapp-session/keys/LINK_KEYS"
+    assert base64.b64encode(b"l" * 32).decode() not in json.dumps([sts, secret])
+    plain = OperatorConfig.from_env(MASTERS_ENV)  # no link masters: no link key, no file
+    assert "LINK_KEYS" not in keys_secret(spec(), "ns", plain)["data"]
+    assert "LINK_KEYS_FILE" not in env_of(statefulset(spec(), "ns", plain))
 
 
 def test_the_service_is_headless_and_selects_the_pod() -> None:

@@ -43,6 +43,7 @@ GUARDED = [
     ("POST", "/login", {"location_identifier": LOCATION}),
     ("POST", "/logout", {"location_identifier": LOCATION}),
     ("POST", "/send_message", None),  # the body is made per test: it names the receiver
+    ("POST", "/pairing_code", {"location_identifier": LOCATION, "phone_number": "5491100000000"}),
     ("GET", "/chats", None),
     ("GET", "/contacts", None),
     ("GET", "/status", None),

@@ -126,14 +126,20 @@ def matching(given: str, tokens: Iterable[Token]) -> Token | None:
 
 
 def bearer_auth(
-    accepted: Callable[[str], Iterable[Token]], realm: str, by_token: Counter, refused: Counter
+    accepted: Callable[[str], Iterable[Token]],
+    realm: str,
+    by_token: Counter,
+    refused: Counter,
+    open_prefixes: tuple[str, ...] = (),
 ) -> Middleware:
     """`accepted(path)`: the tokens that open `path`. `by_token{token}` counts authenticated
-    requests per token name, `refused{reason}` the 401s (`missing`, `wrong`)."""
+    requests per token name, `refused{reason}` the 401s (`missing`, `wrong`). Paths under
+    `open_prefixes` carry their own credential (the router's link pages: a signed token)."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
+        path = request.path
+        if path not in OPEN_PATHS and not path.startswith(open_prefixes):
             given = request.headers.get("Authorization", "")
             token = matching(given, accepted(request.path))
             if token is None:

@@ -22,6 +22,7 @@ class EventType(StrEnum):
     MESSAGE_STUCK = "message_stuck"
     MESSAGE_FAILED = "message_failed"
     QR_IDLE = "qr_idle"
+    PAIRING_CODE = "pairing_code"
     SESSION_RESTORED = "session_restored"
     BACKUP_FALLBACK = "backup_fallback"
     BACKUP_FAILED = "backup_failed"

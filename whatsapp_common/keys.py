@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from .named_entries import named_entries
 
 KEY_BYTES = 32
-PURPOSES = frozenset({"backup", "pod-token"})
+PURPOSES = frozenset({"backup", "pod-token", "link-token"})
 _INFO_HEAD = b"whatsapp-sessions/v1"
 
 
@@ -33,7 +33,7 @@ def hkdf(key: bytes, info: bytes, *, salt: bytes | None = None, length: int = KE
 
 
 def derive(master: bytes, purpose: str, location: str) -> bytes:
-    """The key of `location` for `purpose` (`backup` or `pod-token`), from one master secret.
+    """The key of `location` for `purpose` (`backup`, `pod-token`, `link-token`), from one master.
 
     Each part is length-prefixed in the info string, so no two (purpose, location) pairs can
     give the same bytes."""

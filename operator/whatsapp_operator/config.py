@@ -11,7 +11,7 @@ from typing import Any
 from whatsapp_common.bearer import parse_tokens
 from whatsapp_common.envvars import ConfigError, env_int, env_number
 from whatsapp_common.keys import KeyRing, parse_ring
-from whatsapp_common.pod_auth import MasterKeys, master_keys
+from whatsapp_common.pod_auth import MasterKeys, master_keys, ring_source
 
 SHARD_NAME = re.compile(r"shard-[0-9]+")
 
@@ -51,6 +51,9 @@ class OperatorConfig:
     pod_auth_masters: MasterKeys = field(default=_no_pod_auth, repr=False)
     # The scrape tokens (METRICS_TOKENS, `name:token,...`) that open every pod's /metrics.
     scrape_tokens: str | None = field(default=None, repr=False)
+    # The link master keys (LINK_MASTER_KEYS, the router's): each session pod gets its
+    # location's link key, to put a link page's URL in the `qr` webhook. None: no link.
+    link_masters: MasterKeys | None = field(default=None, repr=False)
     # This operator's shard (SHARD, `shard-<n>`, whatsapp_common.sharding): it handles only
     # the locations labelled with it. None: not sharded, every location is this operator's.
     shard: str | None = None
@@ -103,6 +106,7 @@ class OperatorConfig:
             backup_masters=backup_masters,
             pod_auth_masters=master_keys(env),
             scrape_tokens=scrape_tokens,
+            link_masters=ring_source(env, "LINK_MASTER_KEYS"),
             shard=shard,
         )
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from whatsapp_common.crd import APP, APP_LABEL, LOCATION_LABEL
 from whatsapp_common.keys import KeyRing
+from whatsapp_common.link_tokens import PURPOSE as LINK_TOKEN
 from whatsapp_common.naming import location_label, session_name
 from whatsapp_common.pod_auth import PURPOSE as POD_TOKEN
 
@@ -51,6 +52,8 @@ def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, 
     }
     if config.scrape_tokens is not None:
         plain["METRICS_TOKENS_FILE"] = f"{KEYS_MOUNT}/METRICS_TOKENS"
+    if config.link_masters is not None:
+        plain["LINK_KEYS_FILE"] = f"{KEYS_MOUNT}/LINK_KEYS"
     hibernation = HibernationSpec.of({}, spec)
     if hibernation.enabled:  # the pod says when it is idle (session_pod/idleness.py)
         plain["IDLE_AFTER_SECONDS"] = str(hibernation.idle_seconds)
@@ -172,8 +175,8 @@ def _masters(config: OperatorConfig) -> KeyRing:
 
 
 def keys_secret(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
-    """The location's own Secret: its backup keys and pod tokens, derived from each master
-    key, and the scrape tokens that open its /metrics."""
+    """The location's own Secret: its backup keys, pod tokens and link keys, derived from
+    each master key, and the scrape tokens that open its /metrics."""
     location = spec["locationId"]
     data = {
         "BACKUP_KEYS": _masters(config).derive("backup", location).to_text(),
@@ -181,6 +184,8 @@ def keys_secret(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
     }
     if config.scrape_tokens is not None:
         data["METRICS_TOKENS"] = config.scrape_tokens
+    if config.link_masters is not None:
+        data["LINK_KEYS"] = config.link_masters().derive(LINK_TOKEN, location).to_text()
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -117,6 +117,11 @@ async def send_message(request: web.Request) -> web.Response:
     return await forward(request, location, retry=keyed)
 
 
+async def pairing_code(request: web.Request) -> web.Response:
+    """A linking code by phone number: 400 for an unknown location, like a send."""
+    return await forward(request, location_of(request, await json_object(request)))
+
+
 async def per_location_get(request: web.Request) -> web.Response:
     """GET /chats, /contacts: 400 for an unknown location, like a send."""
     return await forward(request, location_of(request, request.query))
@@ -172,6 +177,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/login", login)
     app.router.add_post("/logout", logout)
     app.router.add_post("/send_message", send_message)
+    app.router.add_post("/pairing_code", pairing_code)
     app.router.add_get("/chats", per_location_get)
     app.router.add_get("/contacts", per_location_get)
     app.router.add_get("/status", per_location_view)

@@ -4,6 +4,7 @@ app and stop with it."""
 
 from __future__ import annotations
 
+import aiohttp
 from aiohttp import web
 
 from whatsapp_common import logs, serving
@@ -12,9 +13,11 @@ from whatsapp_common.middleware import REQUEST_METRICS, errors_in_api_shape
 from whatsapp_common.pod_auth import PodCredentials
 from whatsapp_common.validation import MAX_BODY_BYTES
 
+from . import link_page
 from .api import BACKEND, DIRECTORY, METRICS, SETTINGS, UPSTREAM, WAKER, add_routes
 from .config import RouterSettings
 from .directory import Backend, Directory
+from .link_view import HEARTBEAT_SECONDS, LinkStates
 from .metrics import RouterMetrics
 from .upstream import Upstream
 from .waking import Waker
@@ -25,12 +28,8 @@ log = logs.get_logger("whatsapp_router")
 def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     directory = Directory()
     metrics = RouterMetrics(directory)
-    upstream = Upstream(
-        settings.upstream_timeout,
-        settings.connect_timeout,
-        metrics,
-        PodCredentials(settings.pod_auth_masters),
-    )
+    credentials = PodCredentials(settings.pod_auth_masters)
+    upstream = Upstream(settings.upstream_timeout, settings.connect_timeout, metrics, credentials)
 
     app = web.Application(
         middlewares=[
@@ -40,6 +39,7 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
                 "whatsapp-router",
                 metrics.requests_by_token,
                 metrics.auth_refused,
+                open_prefixes=("/link/", "/link-assets/"),  # the link token is their credential
             ),
         ],
         client_max_size=MAX_BODY_BYTES,
@@ -52,13 +52,23 @@ def create_app(settings: RouterSettings, backend: Backend) -> web.Application:
     app[BACKEND] = backend
     app[WAKER] = Waker(backend, directory, metrics, settings.wake_hold, settings.retry_after)
     add_routes(app)
+    link_page.add_routes(app)
 
     async def start(_: web.Application) -> None:
+        # Link pages follow pods' /events: a stream per open page, heartbeats every 10 s.
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=settings.connect_timeout, sock_read=3 * HEARTBEAT_SECONDS
+        )
+        http = aiohttp.ClientSession(timeout=timeout)
+        app[link_page.LINK_STATES] = LinkStates(
+            directory, upstream, credentials, http, metrics.link_stream_errors.inc
+        )
         await backend.start(directory, metrics)
 
     async def stop(_: web.Application) -> None:
         await backend.stop()
         upstream.close()
+        await app[link_page.LINK_STATES].close()
 
     app.on_startup.append(start)
     app.on_cleanup.append(stop)

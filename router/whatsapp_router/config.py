@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from whatsapp_common.bearer import MIN_TOKEN_CHARS, Token, TokenSet, tokens_from_env
 from whatsapp_common.envvars import ConfigError, env_first, env_int, env_number
-from whatsapp_common.pod_auth import MasterKeys, master_keys
+from whatsapp_common.pod_auth import MasterKeys, master_keys, ring_source
 
 __all__ = ["ConfigError", "RouterSettings"]
 
@@ -21,6 +21,11 @@ class RouterSettings:
     # The pod-auth master keys: the router derives each location's pod token from them.
     pod_auth_masters: MasterKeys = field(repr=False)
     namespace: str
+    # The link master keys (LINK_MASTER_KEYS): link pages are off without them.
+    link_masters: MasterKeys | None = field(default=None, repr=False)
+    public_url: str | None = None  # where link pages are reached; else the request's origin
+    link_ttl: int = 900
+    link_max_ttl: int = 7 * 24 * 3600
     host: str = "0.0.0.0"
     port: int = 8093
     upstream_timeout: float = 40.0
@@ -45,6 +50,10 @@ class RouterSettings:
             tokens=tokens,
             pod_auth_masters=master_keys(env),
             namespace=namespace,
+            link_masters=ring_source(env, "LINK_MASTER_KEYS"),
+            public_url=_public_url(env),
+            link_ttl=env_int(env, "LINK_TTL_SECONDS", cls.link_ttl, 60),
+            link_max_ttl=env_int(env, "LINK_MAX_TTL_SECONDS", cls.link_max_ttl, 60),
             host=env_first(env, "HOST") or cls.host,
             port=env_int(env, "PORT", cls.port, 1),
             # Above the pod's CALL_TIMEOUT_SECONDS (30): the pod answers its own timeouts.
@@ -78,6 +87,16 @@ def _tokens(env: Mapping[str, str]) -> TokenSet:
             f" least {MIN_TOKEN_CHARS} characters)"
         )
     return tokens
+
+
+def _public_url(env: Mapping[str, str]) -> str | None:
+    """ROUTER_PUBLIC_URL, `http(s)://host[:port][/prefix]`, without the trailing slash."""
+    url = env_first(env, "ROUTER_PUBLIC_URL")
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")) or any(c in url for c in "?# "):
+        raise ConfigError(f"ROUTER_PUBLIC_URL must be an http(s) URL without query, got {url!r}")
+    return url.rstrip("/")
 
 
 def _in_cluster_namespace() -> str | None:

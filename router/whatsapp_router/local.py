@@ -29,6 +29,7 @@ from whatsapp_common.answers import ApiError
 from whatsapp_common.backoff import backoff_delay
 from whatsapp_common.files import atomic_write
 from whatsapp_common.keys import KeyRing, new_secret, parse_ring
+from whatsapp_common.link_tokens import PURPOSE as LINK_TOKEN
 from whatsapp_common.naming import session_name, valid_location_id
 from whatsapp_common.pod_auth import PURPOSE as POD_TOKEN
 from whatsapp_common.pod_auth import MasterKeys, PodCredentials, first_accepted
@@ -51,6 +52,8 @@ ROUTER_ONLY_ENV = (
     "BACKUP_MASTER_KEYS",
     "POD_AUTH_MASTER_KEYS",
     "POD_AUTH_MASTER_KEYS_FILE",
+    "LINK_MASTER_KEYS",
+    "LINK_MASTER_KEYS_FILE",
 )
 
 
@@ -69,12 +72,21 @@ class LocalBackend:
     """Session pods as child processes, each in its own process group (a Ctrl-C in the
     terminal reaches local mode only, which then stops them in order)."""
 
-    def __init__(self, data_root: Path, backup_masters: KeyRing, pod_auth: MasterKeys) -> None:
-        """`backup_masters`, `pod_auth`: each pod gets only its location's keys and tokens
-        derived from them."""
+    def __init__(
+        self,
+        data_root: Path,
+        backup_masters: KeyRing,
+        pod_auth: MasterKeys,
+        link_masters: KeyRing,
+        link_base_url: str,
+    ) -> None:
+        """`backup_masters`, `pod_auth`, `link_masters`: each pod gets only its location's
+        keys and tokens derived from them; `link_base_url` starts its `qr` webhook's link."""
         self._root = data_root
         self._masters = backup_masters
         self._pod_auth = pod_auth
+        self._link_masters = link_masters
+        self._link_base_url = link_base_url
         self._credentials = PodCredentials(pod_auth)
         self._pods: dict[str, LocalPod] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -161,6 +173,8 @@ class LocalBackend:
             "DATA_DIR": str(pod.data_dir),
             "BACKUP_KEYS": self._masters.derive("backup", pod.location).to_text(),
             "POD_TOKENS": self._pod_auth().derive(POD_TOKEN, pod.location).to_text(),
+            "LINK_KEYS": self._link_masters.derive(LINK_TOKEN, pod.location).to_text(),
+            "LINK_BASE_URL": self._link_base_url,
         }
         # Its own log file: in the terminal, its lines would tear the QR code apart.
         output = pod.data_dir / "pod.log"
@@ -308,8 +322,14 @@ def main() -> None:
     try:
         masters = master_ring(data_root, "BACKUP_MASTER_KEYS", "backup-keys")
         pod_auth = master_ring(data_root, "POD_AUTH_MASTER_KEYS", "pod-auth-keys")
+        link = master_ring(data_root, "LINK_MASTER_KEYS", "link-keys")
         settings = RouterSettings.from_env(
-            {**env, "ROUTER_TOKEN": _token(data_root), "POD_AUTH_MASTER_KEYS": pod_auth.to_text()}
+            {
+                **env,
+                "ROUTER_TOKEN": _token(data_root),
+                "POD_AUTH_MASTER_KEYS": pod_auth.to_text(),
+                "LINK_MASTER_KEYS": link.to_text(),
+            }
         )
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
@@ -319,7 +339,9 @@ def main() -> None:
     if not os.environ.get("ROUTER_TOKEN"):
         print(f"token: {_token(data_root)}  (set ROUTER_TOKEN to choose it)")
     sys.stdout.flush()
-    asyncio.run(serve(settings, LocalBackend(data_root, masters, settings.pod_auth_masters)))
+    links = settings.public_url or f"http://{settings.host}:{settings.port}"
+    backend = LocalBackend(data_root, masters, settings.pod_auth_masters, link, links)
+    asyncio.run(serve(settings, backend))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,22 @@ class RouterMetrics:
             " master key rotation the pod's Secret has not caught up with yet",
             registry=self.registry,
         )
+        self.link_urls = Counter(
+            "wa_router_link_urls",
+            "Link page URLs given out (POST /link_url)",
+            registry=self.registry,
+        )
+        self.link_refusals = Counter(
+            "wa_router_link_refusals",
+            "Link page requests refused, by reason (expired, forged, malformed, linked)",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.link_stream_errors = Counter(
+            "wa_router_link_stream_errors",
+            "Link pages' follows of a pod's /events that broke (asked again a second later)",
+            registry=self.registry,
+        )
         self.retries = Counter(
             "wa_router_upstream_retries", "Calls retried once", registry=self.registry
         )

@@ -24,6 +24,13 @@ def _json(schema: Json, description: str, headers: Json | None = None) -> Json:
     return answer
 
 
+BINARY = {"type": "string", "format": "binary"}
+# One event of a link page's stream: `view`, its data the JSON of {state, qr, phone, ...}.
+VIEW_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {"event": {"type": "string", "enum": ["view"]}, "data": {"type": "string"}},
+}
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 ERRORS: Json = {
     "400": _json(
@@ -90,6 +97,43 @@ SCHEMAS: Json = {
             },
             "message": {"type": "string", "minLength": 1, "maxLength": 65536},
             "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 200},
+        },
+    },
+    "PairingCodeBody": {
+        "type": "object",
+        "required": ["location_identifier", "phone_number"],
+        "properties": {
+            "location_identifier": ID,
+            "phone_number": {
+                "oneOf": [{"type": "string", "example": "+54 9 11 3452-5535"}, {"type": "integer"}]
+            },
+        },
+    },
+    "PairingCodeAnswer": _success(
+        {
+            "type": "object",
+            "required": ["pairing_code", "expires_at"],
+            "properties": {
+                "pairing_code": {"type": "string", "example": "ABCD-EFGH"},
+                "expires_at": {"type": "number"},
+            },
+        }
+    ),
+    "LinkUrlBody": {
+        "type": "object",
+        "required": ["location_identifier"],
+        "properties": {
+            "location_identifier": ID,
+            "ttl_seconds": {"type": "integer", "minimum": 60, "description": "default 900"},
+            "location_name": {"type": "string", "minLength": 1, "maxLength": 100},
+        },
+    },
+    "LinkUrlAnswer": {
+        "type": "object",
+        "required": ["url", "expires_at"],
+        "properties": {
+            "url": {"type": "string", "format": "uri"},
+            "expires_at": {"type": "integer", "description": "unix seconds"},
         },
     },
     "TextAnswer": _success({"type": "string"}),
@@ -179,6 +223,9 @@ SCHEMAS: Json = {
 def document() -> Json:
     not_found = {"404": _json(_ref("Error"), "Unknown location, or no QR pending")}
     open_probe = {"security": []}
+    html = {"text/html": {"schema": {"type": "string"}}}
+    token = [{"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}]
+    gone = {"410": _json(_ref("Error"), "The link expired, is forged, or its location is linked")}
     return {
         "openapi": "3.0.3",
         "info": {
@@ -220,6 +267,100 @@ def document() -> Json:
                         {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}
                     ],
                 )
+            },
+            "/pairing_code": {
+                "post": _operation(
+                    "A code to link the phone with this number, instead of scanning the QR",
+                    _json(_ref("PairingCodeAnswer"), "The code, as WhatsApp shows it"),
+                    extra={"409": _json(_ref("Error"), "A phone is linked already")},
+                    requestBody=_body("PairingCodeBody"),
+                )
+            },
+            "/link_url": {
+                "post": _operation(
+                    "A link page URL for the location's staff: its live QR, a pairing code by"
+                    " phone number, and Linked. The URL's signed token names this location only;"
+                    " it expires after ttl_seconds, or once the location is linked",
+                    _json(_ref("LinkUrlAnswer"), "The URL and when its token expires"),
+                    requestBody=_body("LinkUrlBody"),
+                )
+            },
+            "/link/{token}": {
+                "get": {
+                    "security": [],
+                    "summary": "The link page (HTML; the token in the URL is its credential)",
+                    "parameters": token,
+                    "responses": {
+                        "200": {"description": "The page", "content": html},
+                        "410": {"description": "The link is no longer valid", "content": html},
+                    },
+                }
+            },
+            "/link/{token}/events": {
+                "get": {
+                    "security": [],
+                    "summary": "The page's server-sent events: `view` {state, qr, phone,"
+                    " pairing_code} on each change, until linked or expired",
+                    "parameters": token,
+                    "responses": {
+                        "200": {
+                            "description": "An event stream",
+                            "content": {"text/event-stream": {"schema": VIEW_EVENT}},
+                        }
+                    },
+                }
+            },
+            "/link/{token}/qr.png": {
+                "get": {
+                    "security": [],
+                    "summary": "The pending QR code of the token's location, as a PNG",
+                    "parameters": token,
+                    "responses": {
+                        "200": {
+                            "description": "The QR code",
+                            "content": {"image/png": {"schema": BINARY}},
+                        },
+                        **not_found,
+                        **gone,
+                        **{k: ERRORS[k] for k in ("502", "503", "504")},
+                    },
+                }
+            },
+            "/link/{token}/pairing_code": {
+                "post": {
+                    "security": [],
+                    "summary": "A pairing code for the token's location (as /pairing_code)",
+                    "parameters": token,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"phone_number": {"type": "string"}},
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _json(_ref("PairingCodeAnswer"), "The code"),
+                        "409": _json(_ref("Error"), "A phone is linked already"),
+                        **gone,
+                        **{k: ERRORS[k] for k in ("400", "500", "502", "503", "504")},
+                    },
+                }
+            },
+            "/link/{token}/login": {
+                "post": {
+                    "security": [],
+                    "summary": "A new QR code once it expired, or the session started again",
+                    "parameters": token,
+                    "responses": {
+                        "200": _json(_ref("TextAnswer"), "Initialization process started"),
+                        **gone,
+                        **{k: ERRORS[k] for k in ("400", "500", "502", "503", "504")},
+                    },
+                }
             },
             "/chats": {
                 "get": _operation(

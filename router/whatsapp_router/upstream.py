@@ -45,13 +45,32 @@ class Upstream:
         retry: bool,
         current_pod: Callable[[], PodRecord | None],
     ) -> web.Response:
-        """`current_pod` re-reads the cache before the retry: the pod may have moved. Only a
-        call that got nothing back (PodUnreachable) is retried, and only when `retry`."""
-        headers = _pick(request.headers, FORWARDED_REQUEST)
-        headers["X-Request-ID"] = request_id  # the pod logs it: one id in both logs
+        """The caller's request, passed on to the pod; the pod's answer."""
         # HEAD is asked as GET: aiohttp drops the body on the way out, the parser needs it.
         method = "GET" if request.method == "HEAD" else request.method
+        headers = _pick(request.headers, FORWARDED_REQUEST)
         target = request.rel_url.raw_path_qs
+        answer = await self.call(
+            pod, location, method, target, headers, request_id, body, retry, current_pod
+        )
+        return _response(answer)
+
+    async def call(
+        self,
+        pod: PodRecord,
+        location: str,
+        method: str,
+        target: str,
+        headers: Mapping[str, str],
+        request_id: str,
+        body: bytes | None = None,
+        retry: bool = True,
+        current_pod: Callable[[], PodRecord | None] | None = None,
+    ) -> PodAnswer:
+        """One call to the location's pod with its pod token. `current_pod` re-reads the cache
+        before the retry: the pod may have moved. Only a call that got nothing back
+        (PodUnreachable) is retried, and only when `retry`. Raises ApiError (503, 502, 504)."""
+        headers = {**headers, "X-Request-ID": request_id}  # the pod logs it: one id in both logs
         authorizations = self._credentials.for_location(location)
 
         async def call(pod: PodRecord) -> PodAnswer:
@@ -65,18 +84,17 @@ class Upstream:
 
         try:
             try:
-                answer = await call(pod)
+                return await call(pod)
             except PodUnreachable:
                 if not retry:
                     raise
                 self._metrics.retries.inc()
-                pod = current_pod() or pod
-                answer = await call(pod)
+                pod = (current_pod and current_pod()) or pod
+                return await call(pod)
         except PodUnreachable as exc:
             raise self._down(location, pod, exc) from None
         except (PodBrokeConnection, TimeoutError) as exc:
             raise self._failed(location, pod, exc) from None
-        return _response(answer)
 
     def _down(self, location: str, pod: PodRecord, exc: Exception) -> ApiError:
         self._metrics.upstream_errors.labels("unreachable").inc()

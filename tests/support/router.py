@@ -9,6 +9,7 @@ from typing import Any
 
 import requests
 
+from whatsapp_common.keys import KeyRing, NamedKey
 from whatsapp_router.directory import Directory, PodRecord, SessionRecord, label_of
 from whatsapp_router.metrics import RouterMetrics
 
@@ -18,6 +19,7 @@ from .processes import Program, free_port, wait_until
 from .session_pods import TEST_POD_AUTH_MASTERS
 
 ROUTER_ACCOUNT = f"{RELEASE}-router"
+TEST_LINK_MASTERS = KeyRing((NamedKey("test-link-1", b"k" * 32),))
 
 
 class RouterClient:
@@ -73,6 +75,7 @@ class RouterProcess(RouterClient):
                 "NAMESPACE": namespace,
                 "ROUTER_TOKEN": self.token,
                 "POD_AUTH_MASTER_KEYS": TEST_POD_AUTH_MASTERS.to_text(),
+                "LINK_MASTER_KEYS": TEST_LINK_MASTERS.to_text(),
                 "HOST": "127.0.0.1",
                 "PORT": str(self.port),
                 "UPSTREAM_TIMEOUT_SECONDS": "15",

@@ -10,7 +10,9 @@ is acked SENT before the send call returns; a user may live under a LID (`<digit
 their chat is found under it and their receipts (acks >= RECEIVED) name it; an incoming
 message is kept for the device until the page says it took it, and pushed again after a
 reconnect; a refused send is a result (`ERROR_NETWORK`), not an error; a message id sent
-twice is counted as delivered twice (`deliveries`), so a double send is visible.
+twice is counted as delivered twice (`deliveries`), so a double send is visible; a linking code
+asked for a phone number (genLinkDeviceCodeForPhoneNumber) links the page when the phone with
+that number types it in (`/control/pair`), as a scan does.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ CLOSE_SECONDS = 2  # a hung ("crashed") page never answers a close frame
 PAGE_FAULTS = ("hang_before_send", "hang_after_taking_incoming")
 SERVER_FAULTS = ("crash_after_taking_send",)
 INCOMING_KINDS = ("chat", "notification", "status", "ciphertext")
+# The characters of a linking code (WhatsApp shows it as ABCD-EFGH on the page and the phone).
+LINK_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 
 
 @dataclass(frozen=True)
@@ -196,6 +200,7 @@ class Connection:
         self.phone: Phone | None = None
         self.main = False  # past SYNCING: pushes go out instead of waiting
         self.code: Json | None = None
+        self.link_code: tuple[str, str] | None = None  # (code, the number it was asked for)
         self.qr_task: asyncio.Task[None] | None = None
         self.rotations_left = 0
         self.stored: asyncio.Future[None] | None = None
@@ -295,11 +300,13 @@ class Double:
         self._phones: dict[str, Phone] = {}
         self._messages: dict[str, tuple[Phone, Message]] = {}
         self._issued_codes: set[str] = set()
+        self._issued_link_codes: set[str] = set()
         self._requests: dict[str, Callable[[Connection, Json], Awaitable[Any]]] = {
             "find_chat": self._find_chat_request,
             "send_text": self._send_text,
             "get_message": self._get_message,
             "reload_qr": self._reload_qr,
+            "link_code": self._link_code,
             "archive": self._archive,
             "chat_list": self._chat_list,
             "get_messages": self._get_messages,
@@ -318,6 +325,8 @@ class Double:
             web.post("/control/qr/rotate", self._rotate_codes),
             web.post("/control/qr/expire", self._expire_codes),
             web.post("/control/scan", self._scan),
+            web.get("/control/link_codes", self._link_codes),
+            web.post("/control/pair", self._pair),
             web.post("/control/numbers", self._register_numbers),
             web.get(phone, self._phone_state),
             web.post(f"{phone}/contacts", self._save_contacts),
@@ -698,6 +707,20 @@ class Double:
         lid = self._lids.get(number)
         return {"wid": f"{number}@c.us", "biz": False, "lid": lid and f"{lid}@lid"}
 
+    async def _link_code(self, connection: Connection, params: Json) -> str:
+        """WhatsApp's alternative device linking: a code for the phone with that number to
+        type in (wa-js genLinkDeviceCodeForPhoneNumber; the page already refused it once
+        authenticated). A new code replaces the page's previous one."""
+        if connection.phone is not None:
+            raise PageError("this device is already linked")
+        number = _number(str(params.get("phone", "")))
+        if not 7 <= len(number) <= 15:
+            raise PageError(f"{params.get('phone')!r} is not a phone number")
+        code = "".join(secrets.choice(LINK_CODE_ALPHABET) for _ in range(8))
+        connection.link_code = (code, number)
+        self._issued_link_codes.add(code)
+        return code
+
     async def _reload_qr(self, connection: Connection, params: Json) -> bool:
         """The QR's reload button: a new round of codes for a page that is not linked."""
         if connection.phone is None and connection.code is None:
@@ -746,13 +769,41 @@ class Double:
             if code in self._issued_codes:
                 raise ControlError(409, "this QR code has expired")
             raise ControlError(404, "no page shows this QR code")
-        self._users[number] = _optional(body, "pushname", str) or self._users.get(number)
+        return await self._link(connection, number, _optional(body, "pushname", str))
+
+    async def _link_codes(self, request: web.Request) -> web.Response:
+        """The linking codes pages wait for, each with the number it was asked for."""
+        codes = [c.link_code for c in self._connections if c.link_code]
+        return web.json_response({"codes": [{"code": c, "phone": n} for c, n in codes]})
+
+    async def _pair(self, request: web.Request) -> web.Response:
+        """The phone's owner types the code in (WhatsApp → Linked devices → Link with phone
+        number instead): only the phone whose number the code was asked for can use it."""
+        body = await _body(request)
+        code = _required(body, "code", str).replace("-", "").strip().upper()
+        number = _phone_number(_required(body, "phone", str))
+        connection = next(
+            (c for c in self._connections if c.link_code and c.link_code[0] == code), None
+        )
+        if connection is None or connection.link_code is None:
+            if code in self._issued_link_codes:
+                raise ControlError(409, "this linking code is no longer valid")
+            raise ControlError(404, "no page waits for this linking code")
+        if connection.link_code[1] != number:
+            raise ControlError(409, "this linking code was asked for another phone number")
+        return await self._link(connection, number, _optional(body, "pushname", str))
+
+    async def _link(
+        self, connection: Connection, number: str, pushname: str | None
+    ) -> web.Response:
+        """The phone links the page's device (a scan or a typed-in code)."""
+        self._users[number] = pushname or self._users.get(number)
         phone = self._phones.setdefault(number, Phone(number))
         replaced = self._unlink(phone)  # the same phone linked again replaces its old device
         if replaced:
             await replaced.send({"type": "logout", "reason": UNKNOWN_COMPANION})
         self._cancel_qr(connection)
-        connection.code = None
+        connection.code, connection.link_code = None, None
         phone.token = secrets.token_hex(16)
         self._attach(connection, phone)
         connection.stored = asyncio.get_running_loop().create_future()
@@ -954,6 +1005,7 @@ class Double:
         self._phones.clear()
         self._messages.clear()
         self._issued_codes.clear()
+        self._issued_link_codes.clear()
         return web.json_response({})
 
 

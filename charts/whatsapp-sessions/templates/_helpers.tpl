@@ -64,6 +64,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- $_ := set $env "RAILS_APP_PORT" (toString .Values.rails.port) -}}
 {{- $_ := set $env "RAILS_APP_ENDPOINT_SCOPE" .Values.rails.scope -}}
 {{- end -}}
+{{- if .Values.router.publicUrl -}}
+{{- $_ := set $env "LINK_BASE_URL" (trimSuffix "/" .Values.router.publicUrl) -}}
+{{- $_ := set $env "LINK_TTL_SECONDS" (toString .Values.router.linkTtlSeconds) -}}
+{{- end -}}
 {{- toJson $env -}}
 {{- end -}}
 
@@ -93,6 +97,11 @@ seccompProfile:
 {{/* The Secret of the pod-auth master keys (generated in pod-auth.yaml unless given). */}}
 {{- define "wa.podAuthSecret" -}}
 {{- default (printf "%s-pod-auth-keys" (include "wa.fullname" .)) .Values.podAuth.existingSecret -}}
+{{- end -}}
+
+{{/* The Secret of the link pages' master keys (generated in pod-auth.yaml unless given). */}}
+{{- define "wa.linkKeysSecret" -}}
+{{- default (printf "%s-link-keys" (include "wa.fullname" .)) .Values.linkKeys.existingSecret -}}
 {{- end -}}
 
 {{/* The Secret of the session pods' scrape tokens (generated unless given). */}}

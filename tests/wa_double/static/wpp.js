@@ -123,6 +123,7 @@
   // ---- events ---------------------------------------------------------------------------
 
   function emit(name, ...args) {
+    if (LINK_CODE_CANCELLED_BY.includes(name)) cancelLinkDeviceCode();
     for (const listener of [...(listeners.get(name) || [])]) {
       try {
         listener(...args);
@@ -443,6 +444,110 @@
     return message(await request('get_message', { id: key._serialized }));
   }
 
+  // ---- linking with a phone number -------------------------------------------------------
+
+  // src/conn/functions/genLinkDeviceCodeForPhoneNumber.ts: a WPPError without a phone number
+  // and once authenticated (so only while the QR is shown); otherwise WhatsApp's alternative
+  // device linking answers an 8-character code that the phone's owner types in on the phone.
+  async function genLinkDeviceCodeForPhoneNumber(phone, sendPushNotification = true) {
+    if (!phone || typeof phone !== 'string') {
+      throw new WPPError('send_the_phone_number_to_connect', "Can't get code for without phone number param");
+    }
+    if (state.authenticated) {
+      throw new WPPError(
+        'cannot_get_code_for_already_authenticated',
+        "Can't get code for already authenticated user",
+      );
+    }
+    return request('link_code', { phone, sendPushNotification });
+  }
+
+  // src/conn/functions/linkDeviceCodeLifecycle.ts: the managed flow. The same phone number
+  // gets the active code again; a code lives LINK_CODE_TTL_MS and is renewed at most
+  // MAX_AUTO_REFRESHES times (conn.link_code_change each time), then conn.link_code_expired;
+  // a failure is conn.link_code_error. Cancelled by conn.authenticated, conn.logout and
+  // conn.main_ready (which fires once per load, at the first QR or MAIN).
+  const LINK_CODE_TTL_MS = 3.25 * 60 * 1000;
+  const MAX_AUTO_REFRESHES = 5;
+  const LINK_CODE_CANCELLED_BY = ['conn.authenticated', 'conn.logout', 'conn.main_ready'];
+  const linking = { code: null, epoch: 0, inFlight: null, phone: null, refreshCount: 0, push: true, timer: null };
+
+  function clearLinkTimer() {
+    if (linking.timer) clearTimeout(linking.timer);
+    linking.timer = null;
+  }
+
+  function scheduleLinkRefresh() {
+    clearLinkTimer();
+    const epoch = linking.epoch;
+    linking.timer = setTimeout(() => {
+      if (epoch !== linking.epoch || !linking.phone) return;
+      if (linking.refreshCount >= MAX_AUTO_REFRESHES) {
+        linking.code = null;
+        linking.timer = null;
+        emit('conn.link_code_expired');
+        return;
+      }
+      linking.refreshCount++;
+      refreshLinkDeviceCode().catch(() => undefined);
+    }, LINK_CODE_TTL_MS);
+  }
+
+  async function generateLinkDeviceCode() {
+    if (!linking.phone) throw new Error('No phone linking flow is active');
+    if (linking.inFlight) return linking.inFlight;
+    const epoch = linking.epoch;
+    const operation = genLinkDeviceCodeForPhoneNumber(linking.phone, linking.push).then((code) => {
+      if (epoch !== linking.epoch) return code;
+      linking.code = code;
+      scheduleLinkRefresh();
+      emit('conn.link_code_change', code);
+      return code;
+    });
+    linking.inFlight = operation;
+    try {
+      return await operation;
+    } finally {
+      if (linking.inFlight === operation) linking.inFlight = null;
+    }
+  }
+
+  async function startLinkDeviceCodeForPhoneNumber(phone, sendPushNotification = true) {
+    if (linking.phone === phone) {
+      if (linking.code) return linking.code;
+      if (linking.inFlight) return linking.inFlight;
+    } else {
+      cancelLinkDeviceCode();
+    }
+    Object.assign(linking, { phone, push: sendPushNotification, refreshCount: 0 });
+    try {
+      return await generateLinkDeviceCode();
+    } catch (error) {
+      linking.code = null;
+      emit('conn.link_code_error', error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    }
+  }
+
+  async function refreshLinkDeviceCode() {
+    if (!linking.phone) throw new Error('No phone linking flow is active');
+    if (linking.inFlight) await linking.inFlight;
+    clearLinkTimer();
+    linking.code = null;
+    try {
+      return await generateLinkDeviceCode();
+    } catch (error) {
+      emit('conn.link_code_error', error instanceof Error ? error : new Error(String(error)));
+      throw error;
+    }
+  }
+
+  function cancelLinkDeviceCode() {
+    linking.epoch++;
+    clearLinkTimer();
+    Object.assign(linking, { code: null, inFlight: null, phone: null, refreshCount: 0, push: true });
+  }
+
   // ---- window.WPP -----------------------------------------------------------------------
 
   const WPP = {
@@ -496,6 +601,10 @@
         const progress = state.mode === 'MAIN' ? state.syncProgress : 0;
         return { progress, paused: false, inProgress: (progress || 0) < 100 };
       },
+      genLinkDeviceCodeForPhoneNumber,
+      startLinkDeviceCodeForPhoneNumber,
+      refreshLinkDeviceCode,
+      cancelLinkDeviceCode,
       logout: async () => {
         await request('logout');
         await forgetLogin('user_initiated');
