@@ -1,8 +1,8 @@
 """Waking a hibernating location (README, Hibernation): a `/send_message`, `/login`, `/chats`,
-`/contacts` or `/logout` for it asks the operator (the backend writes `status.wakeRequest`),
-then the request is held until the session is ready again, at most `WAKE_HOLD_SECONDS`; past
-that (or with 0) it gets the seed's 400 "being initialized" with `Retry-After`, and Rails
-comes back."""
+`/contacts`, `/logout` or `/pairing_code` for it asks the operator (the backend writes
+`status.wakeRequest`), then the request is held until the session is ready again, at most
+`WAKE_HOLD_SECONDS`; past that (or with 0) it gets the seed's 400 "being initialized" with
+`Retry-After`, and Rails comes back."""
 
 from __future__ import annotations
 
