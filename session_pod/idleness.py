@@ -5,8 +5,9 @@ Idle means: ready; the catch-up after the last start has completed (what arrived
 pod was away is recorded); no location request in flight; no message the ack watchdog may
 still resend or whose outcome is being resolved; no webhook waiting in the outbox; and no send
 nor location request (`/send_message`, `/chats`, `/contacts`, `/login`, `/logout`, `/qr`,
-`/pairing_code`) for `IDLE_AFTER_SECONDS`. The last send is read from the ledger (on the volume), so a pod woken on
-schedule a day after its last send is idle as soon as it has caught up and drained.
+`/pairing_code`) for `IDLE_AFTER_SECONDS`. The last send is read from the ledger (on the
+volume), so a pod woken on schedule a day after its last send is idle as soon as it has caught
+up and drained.
 
 Each change is published once as an `idle` event (`{idle, since}`); the operator mirrors it
 into the resource's `status.idleSince` and decides. Looking is local (SQLite and memory, every
