@@ -20,6 +20,7 @@ from whatsapp_common.naming import (
     valid_location_id,
 )
 from whatsapp_operator.config import ConfigError, OperatorConfig, with_defaults
+from whatsapp_operator.fleet import Fleet
 from whatsapp_operator.manifests import BACKUP_KEY_NAMES, keys_secret, service, statefulset
 
 MASTERS_ENV = {
@@ -60,7 +61,8 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
     config = OperatorConfig(
         pod_env={"S3_BUCKET": "backups"}, secret_name="wa-secrets", backup_masters=TEST_MASTERS
     )
-    sts = statefulset(spec(resources={"limits": {"memory": "600Mi"}}), "shops", config)
+    fleet = Fleet.of(config)
+    sts = statefulset(spec(resources={"limits": {"memory": "600Mi"}}), "shops", fleet)
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert sts["spec"]["replicas"] == 1
@@ -68,6 +70,7 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
         "name": "wa-13",
         "namespace": "shops",
         "labels": sts["metadata"]["labels"],
+        "annotations": {"whatsapp-sessions.io/fleet-revision": fleet.revision},
     }
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -95,9 +98,11 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
 
 def test_paused_means_zero_replicas_and_spec_changes_change_the_template() -> None:
     config = OperatorConfig(backup_masters=TEST_MASTERS)
-    assert statefulset(spec(paused=True), "ns", config)["spec"]["replicas"] == 0
-    plain = statefulset(spec(), "ns", config)["spec"]["template"]
-    changed = statefulset(spec(backup={"intervalSeconds": 600}), "ns", config)["spec"]["template"]
+    assert statefulset(spec(paused=True), "ns", Fleet.of(config))["spec"]["replicas"] == 0
+    plain = statefulset(spec(), "ns", Fleet.of(config))["spec"]["template"]
+    changed = statefulset(spec(backup={"intervalSeconds": 600}), "ns", Fleet.of(config))["spec"][
+        "template"
+    ]
     assert plain != changed  # the StatefulSet controller rolls the pod
     assert env_of({"spec": {"template": changed}})["BACKUP_INTERVAL_SECONDS"] == "600"
 
@@ -114,7 +119,7 @@ def test_a_pod_gets_its_own_locations_keys_and_never_a_master_key() -> None:
     other = keys_secret(spec(locationId="14"), "ns", config)["data"]
     for key in ("BACKUP_KEYS", "POD_TOKENS"):  # location 14's keys and tokens differ
         assert base64.b64decode(other[key]).decode() != data[key]
-    sts = statefulset(spec(), "ns", config)
+    sts = statefulset(spec(), "ns", Fleet.of(config))
     rendered = json.dumps([sts, secret])
     for master in (*masters, *pod_auth):
         assert base64.b64encode(master.secret).decode() not in rendered
@@ -134,7 +139,7 @@ def test_a_scrape_token_reaches_every_pod_through_its_secret() -> None:
     config = OperatorConfig.from_env({**MASTERS_ENV, "METRICS_TOKENS": "prom:" + "s" * 20})
     secret = keys_secret(spec(), "ns", config)
     assert base64.b64decode(secret["data"]["METRICS_TOKENS"]).decode() == "prom:" + "s" * 20
-    path = env_of(statefulset(spec(), "ns", config))["METRICS_TOKENS_FILE"]
+    path = env_of(statefulset(spec(), "ns", Fleet.of(config)))["METRICS_TOKENS_FILE"]
     assert path == "/etc/whatsapp-session/keys/METRICS_TOKENS"
     with pytest.raises(ConfigError, match="token 'prom' is shorter than 16") as error:
         OperatorConfig.from_env({**MASTERS_ENV, "METRICS_TOKENS": "prom:short-one"})
@@ -143,7 +148,7 @@ def test_a_scrape_token_reaches_every_pod_through_its_secret() -> None:
 
 def test_the_service_is_headless_and_selects_the_pod() -> None:
     config = OperatorConfig(backup_masters=TEST_MASTERS)
-    svc, sts = service(spec(), "ns", config), statefulset(spec(), "ns", config)
+    svc, sts = service(spec(), "ns", config), statefulset(spec(), "ns", Fleet.of(config))
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"] == sts["spec"]["template"]["metadata"]["labels"]
 
@@ -167,7 +172,7 @@ def test_the_operators_session_defaults_fill_what_a_spec_leaves_out() -> None:
     own = {"locationId": "13", "storage": {"size": "2Gi"}}
     effective = with_defaults(config.session_defaults, own)
     assert effective["storage"] == {"size": "2Gi", "storageClassName": "fast"}
-    sts = statefulset(effective, "ns", config)
+    sts = statefulset(effective, "ns", Fleet.of(config))
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
     assert claim["resources"]["requests"]["storage"] == "2Gi"
     assert claim["storageClassName"] == "fast"

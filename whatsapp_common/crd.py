@@ -13,3 +13,9 @@ KIND = "WhatsAppSession"
 APP_LABEL = "app.kubernetes.io/name"
 APP = "whatsapp-session"
 LOCATION_LABEL = f"{GROUP}/location"
+
+# The operator's record of the fleet rollout of a namespace (crds/whatsappsessionrollouts.yaml):
+# one object, named ROLLOUT_NAME.
+ROLLOUT_KIND = "WhatsAppSessionRollout"
+ROLLOUT_PLURAL = "whatsappsessionrollouts"
+ROLLOUT_NAME = "whatsapp-sessions"

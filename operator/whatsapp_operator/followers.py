@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +77,9 @@ class Followers:
         self._tasks: dict[str, tuple[tuple[str, PodSeen], asyncio.Task[None]]] = {}
         self._http: aiohttp.ClientSession | None = None
         self._credentials = credentials
+        # By location label: (pod uid, phase) of the last state its followed pod reported.
+        self._reported: dict[str, tuple[str, str]] = {}
+        self.on_report: Callable[[str], None] = lambda namespace: None  # rollout.py's wake
 
     async def start(self) -> None:
         # One pool for every stream: a connection per followed pod, none idle for long.
@@ -94,6 +98,15 @@ class Followers:
         """The location's running pod (IP, port), if the pod watch has seen one."""
         pod = self._pods.get(label)
         return (pod.ip, pod.port) if pod is not None else None
+
+    def running_pod(self, label: str) -> str:
+        """The uid of the location's running pod ("" when none runs)."""
+        pod = self._pods.get(label)
+        return pod.uid if pod is not None else ""
+
+    def reported(self, label: str) -> tuple[str, str] | None:
+        """(pod uid, phase) of the last state the location's followed pod reported."""
+        return self._reported.get(label)
 
     def own(self, resource: Resource, status: dict[str, Any]) -> None:
         """`resource` owns its location; `status` is what its handler has just set."""
@@ -133,6 +146,7 @@ class Followers:
         if current is not None:
             current[1].cancel()
             del self._tasks[label]
+            self._reported.pop(label, None)
         if key is not None and owner is not None and pod is not None:
             task = asyncio.create_task(self._follow(owner, pod), name=f"follow {pod.name}")
             task.add_done_callback(lambda done: self._ended(label, key, done))
@@ -171,6 +185,7 @@ class Followers:
                         after = event.id
                         if event.type == EventType.STATE:
                             state = event.data
+                            self._report(owner, pod, state)
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
                 STREAM_ERRORS.labels(kind).inc()
@@ -185,6 +200,11 @@ class Followers:
                     mirror.update(unreachable_status(mirror.conditions, f"{pod.name}: {kind}"))
                 failures += 1
                 await asyncio.sleep(backoff_delay(failures, 0.2, 5.0))
+
+    def _report(self, owner: Resource, pod: PodSeen, state: dict[str, Any]) -> None:
+        if (phase := phase_of(state.get("state", ""))) is not None:
+            self._reported[owner.label] = (pod.uid, phase)
+            self.on_report(owner.namespace)
 
     def _apply(self, mirror: Mirror, event: ServerEvent, live: bool) -> None:
         """One event into the desired status (the mirror writes it)."""

@@ -7,12 +7,13 @@ location's StatefulSet and Service, of the resources per location."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from whatsapp_common.crd import APP, GROUP, LOCATION_LABEL, PLURAL, VERSION
+from whatsapp_common.crd import APP, GROUP, LOCATION_LABEL, PLURAL, ROLLOUT_PLURAL, VERSION
 from whatsapp_common.naming import session_name
 from whatsapp_common.pod_auth import PodCredentials
 
@@ -25,6 +26,8 @@ from .notices import Notices
 from .reconcile import reconcile
 from .removal import apply_deletion_policy
 from .resource import Resource, Seen
+from .rollout import Rollouts
+from .rollout_plan import RolloutSettings
 
 OURS = {"app.kubernetes.io/name": APP}
 KINDS = ("StatefulSet", "Service")
@@ -54,12 +57,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo.credentials = credentials
     memo.cache = Cache(api)
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
+
+    async def apply(resource: Resource) -> None:
+        await redo(memo, resource, seen_objects(memo.cache, session_name(resource.location)))
+
+    settings = RolloutSettings.from_env(os.environ)
+    memo.rollouts = Rollouts(api, config, settings, memo.cache, followers, notices, apply)
+    followers.on_report = memo.rollouts.wake
     if config.metrics_port:
         serve(config.metrics_port)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.rollouts.close()
     await memo.followers.close()
     memo.api.close()
 
@@ -72,9 +83,12 @@ async def run_reconcile(
     memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool = False
 ) -> dict[str, Any]:
     """Reconciles one resource, tells the followers who owns the location, and returns the
-    status fields to set."""
+    status fields to set. The StatefulSet is rendered with the fleet revision the rollout
+    gives the location."""
     try:
-        outcome = await reconcile(memo.api, memo.config, memo.notices, resource, seen, force)
+        await memo.rollouts.ready(resource.namespace)
+        fleet = memo.rollouts.fleet_for(resource, seen.get("StatefulSet"))
+        outcome = await reconcile(memo.api, memo.config, memo.notices, resource, seen, fleet, force)
     except (ApiException, Unreachable) as exc:
         raise handler_error(exc, f"reconciling {resource.name}") from exc
     for now in outcome.seen:
@@ -109,7 +123,14 @@ async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def session_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    memo.cache.session_event(type, body)
+    resource = memo.cache.session_event(type, body)
+    memo.rollouts.wake(resource.namespace)
+
+
+@kopf.on.event(GROUP, VERSION, ROLLOUT_PLURAL)
+async def rollout_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The rollout record, written by this operator or annotated by a person (an action)."""
+    memo.rollouts.observe(type, body)
 
 
 @kopf.on.event("apps", "v1", "statefulsets")
@@ -119,6 +140,8 @@ async def owned_object_changed(
 ) -> None:
     """Drift: a location's object deleted, or edited by hand, is put back at once."""
     seen = memo.cache.object_event(type, body)
+    if seen.kind == "StatefulSet":
+        memo.rollouts.wake(body.metadata.namespace)  # its pod rolled, or the rollout applied it
     label = (body.metadata.labels or {}).get(LOCATION_LABEL)
     if label is None or (body.metadata.labels or {}).get("app.kubernetes.io/name") != APP:
         return
@@ -137,7 +160,7 @@ async def owned_object_changed(
 
 
 async def redo(
-    memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool
+    memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool = False
 ) -> None:
     """A reconcile outside kopf's resource handlers: it writes the status itself."""
     status = await run_reconcile(memo, resource, seen, force)

@@ -11,6 +11,8 @@ from whatsapp_common.naming import location_label, session_name
 from whatsapp_common.pod_auth import PURPOSE as POD_TOKEN
 
 from .config import OperatorConfig
+from .fleet import Fleet
+from .resource import FLEET_REVISION
 
 DATA_MOUNT = "/data"
 KEYS_MOUNT = "/etc/whatsapp-session/keys"  # the location's Secret, updated in place by the kubelet
@@ -26,12 +28,17 @@ def labels(location_id: str) -> dict[str, str]:
     return {APP_LABEL: APP, LOCATION_LABEL: location_label(location_id)}
 
 
-def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, Any]]:
+def replicas(spec: dict[str, Any]) -> int:
+    """1, or 0 when no session pod is to run (paused)."""
+    return 0 if spec.get("paused") else 1
+
+
+def session_env(spec: dict[str, Any], fleet: Fleet) -> list[dict[str, Any]]:
     backup = spec.get("backup", {})
     plain = {
-        **config.pod_env,
+        **fleet.pod_env,
         "LOCATION_ID": spec["locationId"],
-        "PORT": str(config.session_port),
+        "PORT": str(fleet.session_port),
         "DATA_DIR": DATA_MOUNT,
         "BACKUP_INTERVAL_SECONDS": str(backup.get("intervalSeconds", 900)),
         "BACKUP_KEEP": str(backup.get("keep", 5)),
@@ -40,7 +47,7 @@ def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, 
         "BACKUP_KEYS_FILE": f"{KEYS_MOUNT}/BACKUP_KEYS",
         "POD_TOKENS_FILE": f"{KEYS_MOUNT}/POD_TOKENS",
     }
-    if config.scrape_tokens is not None:
+    if fleet.metrics_tokens:
         plain["METRICS_TOKENS_FILE"] = f"{KEYS_MOUNT}/METRICS_TOKENS"
     if events := spec.get("webhook", {}).get("events"):
         plain["WEBHOOK_EVENTS"] = ",".join(events)
@@ -51,9 +58,10 @@ def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, 
     ]
 
 
-def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dict[str, Any]:
+def statefulset(spec: dict[str, Any], namespace: str, fleet: Fleet) -> dict[str, Any]:
     """Replicas 1 (0 when paused); the volume holds the profile and the delivery database and
-    is deleted with the StatefulSet, kept when scaled to zero."""
+    is deleted with the StatefulSet, kept when scaled to zero. `fleet`: the operator's
+    settings of the fleet revision this location is on."""
     location = spec["locationId"]
     name = session_name(location)
     probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
@@ -67,10 +75,15 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels(location)},
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": labels(location),
+            "annotations": {FLEET_REVISION: fleet.revision},
+        },
         "spec": {
             "serviceName": name,
-            "replicas": 0 if spec.get("paused") else 1,
+            "replicas": replicas(spec),
             "selector": {"matchLabels": labels(location)},
             "persistentVolumeClaimRetentionPolicy": {
                 "whenDeleted": "Delete",
@@ -79,14 +92,14 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
             "template": {
                 "metadata": {
                     "labels": labels(location),
-                    "annotations": {BACKUP_KEY_NAMES: ",".join(_masters(config).names)},
+                    "annotations": {BACKUP_KEY_NAMES: ",".join(fleet.backup_key_names)},
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
                     # The pause container becomes PID 1 and reaps Chromium's orphans.
                     "shareProcessNamespace": True,
                     # Long enough to close the browser and upload the final backup.
-                    "terminationGracePeriodSeconds": config.termination_grace_seconds,
+                    "terminationGracePeriodSeconds": fleet.termination_grace_seconds,
                     # Pod Security "restricted": admitted where the namespace enforces it.
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -98,12 +111,12 @@ def statefulset(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
                     "containers": [
                         {
                             "name": "session",
-                            "image": config.image,
+                            "image": fleet.image,
                             "command": ["python3", "-m", "session_pod"],
-                            "ports": [{"name": "http", "containerPort": config.session_port}],
-                            "env": session_env(spec, config),
+                            "ports": [{"name": "http", "containerPort": fleet.session_port}],
+                            "env": session_env(spec, fleet),
                             "envFrom": [
-                                {"secretRef": {"name": config.secret_name, "optional": True}}
+                                {"secretRef": {"name": fleet.secret_name, "optional": True}}
                             ],
                             "resources": spec.get("resources", {}),
                             "readinessProbe": {

@@ -11,6 +11,7 @@ from whatsapp_common.naming import session_name
 from whatsapp_common.states import Phase
 
 from .config import OperatorConfig, with_defaults
+from .fleet import Fleet
 from .kube import Api
 from .manifests import keys_secret, service, statefulset
 from .metrics import CONFLICTS
@@ -34,18 +35,21 @@ async def reconcile(
     notices: Notices,
     resource: Resource,
     seen: dict[str, Seen | None],
+    fleet: Fleet | None,
     force: bool = False,
 ) -> Outcome:
     """Claims the StatefulSet first (the location's claim), then the Service and the
     location's keys Secret (its pod waits for that Secret before starting). `seen` maps
     each kind to the watch's picture of its object. A spec change changes the pod template,
-    so the pod rolls."""
-    effective = with_defaults(config.session_defaults, resource.spec)
+    so the pod rolls. `fleet`: the settings of the fleet revision the location is on
+    (rollout.py); None leaves its StatefulSet, which it owns, as it is."""
+    defaults = fleet.session_defaults if fleet is not None else config.session_defaults
+    effective = with_defaults(defaults, resource.spec)
     namespace = resource.namespace
     known: list[Seen] = []
     wrote = False
     manifests = (
-        statefulset(effective, namespace, config),
+        *([statefulset(effective, namespace, fleet)] if fleet is not None else []),
         service(effective, namespace, config),
         keys_secret(effective, namespace, config),
     )

@@ -16,6 +16,7 @@ from .session_pods import TEST_MASTERS, TEST_POD_AUTH_MASTERS, authorization
 
 CRD = REPO / "crds/whatsappsessions.yaml"
 PEERING_CRD = REPO / "crds/kopf-peering.yaml"
+ROLLOUT_CRD = REPO / "crds/whatsappsessionrollouts.yaml"
 CHART = REPO / "charts/whatsapp-sessions"
 RELEASE = "whatsapp-sessions"
 OPERATOR_ACCOUNT = f"{RELEASE}-operator"
@@ -24,7 +25,7 @@ OPERATOR_ACCOUNT = f"{RELEASE}-operator"
 def operator_namespace(cluster: ControlPlane, prefix: str) -> str:
     """A new namespace ready for the operator: the CRDs installed, the chart's RBAC applied."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    cluster.install_crds(CRD, PEERING_CRD)
+    cluster.install_crds(CRD, PEERING_CRD, ROLLOUT_CRD)
     cluster.kubectl("create", "namespace", name)
     cluster.kubectl("apply", "-n", name, "-f", "-", stdin=chart_rbac(cluster, name, "operator"))
     return name
