@@ -353,13 +353,19 @@ class Engine:
                 self._applied.pop(location, None)
             elif self._applied.get(location) != fleet.revision:
                 self._applied[location] = fleet.revision
-                due.append(resource)
+                due.append((resource, self._followers.running_pod(resource.label)))
         if due:
-            await asyncio.gather(*(self._apply_one(resource) for resource in due))
+            await asyncio.gather(*(self._apply_one(resource, pod) for resource, pod in due))
 
-    async def _apply_one(self, resource: Resource) -> None:
+    async def _apply_one(self, resource: Resource, pod: str) -> None:
+        """Applies the location's StatefulSet, then deletes the pod that ran before (`pod`,
+        its uid; "" none): the StatefulSet controller replaces a Ready pod itself, but waits
+        forever for one that never became Ready (a failed location going back, one that
+        was broken before), Kubernetes' "forced rollback"."""
         try:
             await self._apply(resource)
+            if pod:
+                await self._delete_pod(resource, pod)
         except Exception as exc:  # kopf's errors and the API's: said, counted, tried again
             self._applied.pop(resource.location, None)
             ROLLOUT_ERRORS.labels("apply").inc()
@@ -370,6 +376,21 @@ class Engine:
             )
             if self._retry is None or self._retry.cancelled():
                 self._retry = asyncio.get_running_loop().call_later(5, self.wake)
+
+    async def _delete_pod(self, resource: Resource, uid: str) -> None:
+        """Deletes that pod (gracefully: the session pod saves its final backup) unless it
+        is gone or replaced already."""
+        try:
+            await self._api.call(
+                "delete Pod",
+                self._api.kube.core.delete_namespaced_pod,
+                f"{session_name(resource.location)}-0",
+                resource.namespace,
+                body={"preconditions": {"uid": uid}},
+            )
+        except ApiException as exc:
+            if exc.status not in (404, 409):  # gone, or another pod by now
+                raise
 
     def _note(self, note: Any, resources: dict[str, tuple[Resource, Seen]]) -> None:
         assert self.body is not None
