@@ -9,9 +9,14 @@ serving every pod's /events; no browser runs). Prints:
 3. state change on a pod -> status.phase seen by a watch, p50 and p99, while 5 % of the
    sessions change state every second;
 4. after an operator restart (5 % of the states changed while it was down): the time until
-   every status is fresh again, and the status patches it sent.
+   every status is fresh again, and the status patches it sent;
+5. a fleet rollout (issue 22): the operator restarted with a new session image and
+   `maxUnavailable` 5 %, the time until every location is back on its new pod (each
+   simulated pod takes `--pod-start` seconds from its creation to Running), the most
+   locations in flight at once, the operator's requests and CPU.
 
     python -m benchmarks.operator_scale [--sessions 1000] [--quiet 60] [--churn 30]
+        [--pod-start 5] [--only-rollout]
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from tests.support.operator import (
 )
 from tests.support.processes import wait_until
 from tests.support.simulated_pods import PodStatus, SimulatedPods, address
-from whatsapp_common.crd import GROUP, PLURAL, VERSION
+from whatsapp_common.crd import GROUP, PLURAL, ROLLOUT_NAME, ROLLOUT_PLURAL, VERSION
 
 STATES = {"ready": "Ready", "disconnected": "Disconnected"}
 REQUEST_LINE = re.compile(r"^apiserver_request_total\{(.*)\} ([0-9.e+]+)$")
@@ -303,12 +308,97 @@ def restart(bench: Bench, share: float) -> None:
     )
 
 
+class Kubelet:
+    """Makes each new session pod Running (with its location's address) `delay` seconds
+    after it appears: a pod that restores and starts in that long."""
+
+    def __init__(self, bench: Bench, delay: float) -> None:
+        self._bench, self._delay = bench, delay
+        self._status = PodStatus(
+            str(bench.control_plane.admin_kubeconfig), bench.cluster.namespace, workers=16
+        )
+        self._seen: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        core = self._bench.cluster.core
+        version = core.list_namespaced_pod(self._bench.cluster.namespace, limit=1).metadata
+        stream = watch.Watch()
+        for event in stream.stream(
+            core.list_namespaced_pod,
+            self._bench.cluster.namespace,
+            resource_version=version.resource_version,
+            timeout_seconds=3600,
+        ):
+            if self._stop.is_set():
+                return
+            pod = event["object"]
+            if event["type"] != "ADDED" or pod.metadata.uid in self._seen:
+                continue
+            self._seen.add(pod.metadata.uid)
+            index = int(pod.metadata.name.split("-")[1])
+            timer = threading.Timer(
+                self._delay, self._status.running, (pod.metadata.name, self._bench.ips[index])
+            )
+            timer.daemon = True
+            timer.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def rollout(bench: Bench, pod_start: float) -> None:
+    """The operator restarted with a new session image: the fleet rolls in waves of 5 %."""
+    time.sleep(5)
+    cluster, n = bench.cluster, bench.n
+    kubelet = Kubelet(bench, pod_start)
+    bench.operator.stop()
+    pod_env, env = bench.operator.args
+    env = {
+        **env,
+        "SESSION_IMAGE": "ghcr.io/whatsapp-sessions/session-pod:next",
+        "ROLLOUT_CANARY": "1",
+        "ROLLOUT_MAX_UNAVAILABLE": "5%",
+    }
+    before = len(cluster.operator_requests())
+    started = time.monotonic()
+    bench.operator = OperatorProcess(
+        bench.control_plane, cluster.namespace, pod_env, env, bench.work / "operator-rollout.log"
+    )
+    cpu0 = sum(bench.process.cpu_times()[:2])
+    most, record = 0, {}
+
+    def complete() -> bool:
+        nonlocal most, record
+        record = cluster.custom.get_namespaced_custom_object(
+            GROUP, VERSION, cluster.namespace, ROLLOUT_PLURAL, ROLLOUT_NAME
+        )["status"]
+        most = max(most, len(record.get("inFlight") or []))
+        return record["phase"] == "Complete" and record["counts"]["updated"] == n
+
+    wait_until(complete, 3600, "the rollout to complete", interval=0.5)
+    took = time.monotonic() - started
+    cpu = sum(bench.process.cpu_times()[:2]) - cpu0
+    kubelet.stop()
+    counts = breakdown(cluster.operator_requests()[before:])
+    print(
+        f"rollout of {n} locations, maxUnavailable 5 % ({n * 5 // 100}), pods Running "
+        f"{pod_start:g} s after creation: {took:.1f} s from the operator's restart "
+        f"({n / took * 60:.0f} locations/min), at most {most} in flight; operator CPU "
+        f"{cpu:.1f} s, {sum(counts.values())} requests {counts}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--quiet", type=float, default=60)
     parser.add_argument("--churn", type=float, default=30)
     parser.add_argument("--churn-share", type=float, default=0.05)
+    parser.add_argument("--pod-start", type=float, default=5)
+    parser.add_argument("--only-rollout", action="store_true")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
     with ControlPlane(control_plane_binaries(), work / "cluster") as control_plane:
@@ -316,9 +406,11 @@ def main() -> None:
         print(f"{args.sessions} WhatsAppSessions, simulated pods; logs in {work}")
         try:
             create_all(bench)
-            quiet(bench, args.quiet)
-            churn(bench, args.churn, args.churn_share)
-            restart(bench, args.churn_share)
+            if not args.only_rollout:
+                quiet(bench, args.quiet)
+                churn(bench, args.churn, args.churn_share)
+                restart(bench, args.churn_share)
+            rollout(bench, args.pod_start)
         finally:
             bench.close()
 

@@ -294,11 +294,12 @@ def revision_for(
 
 def is_back(flight: InFlight, location: Location, target: str) -> bool:
     """The location's pod runs the target template and says what the old one said: a
-    linked session Ready (restored, no QR), one that showed a QR at least that again."""
+    linked session Ready (restored, no QR), one that showed a QR at least that again. What
+    its pod reported must be in its status already: what the rollout saw, anyone sees."""
     if location.revision != target or not location.settled or location.reported is None:
         return False
     pod, phase = location.reported
-    if pod == flight.pod:
+    if pod == flight.pod or location.phase != phase:
         return False
     if flight.before in LINKED:
         return phase == Phase.READY
