@@ -16,6 +16,7 @@ from whatsapp_operator.rollout_plan import (
     ABANDON,
     ABANDONED,
     COMPLETE,
+    HALT,
     HALTED,
     PROGRESSING,
     RESUME,
@@ -201,6 +202,10 @@ def test_resume_tries_the_failed_again_and_abandon_goes_back_to_stable() -> None
     assert list(abandoned.in_flight) == ["l1"]  # going back, in waves too
     assert not retargets(abandoned, NEW, 0)  # the same settings do not start it again
     assert retargets(abandoned, dataclasses.replace(NEW, image="session:3"), 0)
+    # Halted by hand: nothing more goes; resumed, the waves go on.
+    by_hand, notes = advance(resumed, SETTINGS, locations, T0 + 75, HALT)
+    assert by_hand.phase == HALTED and notes[0].reason == "RolloutHalted"
+    assert list(by_hand.in_flight) == ["l0"]  # in flight already: it finishes
     # An action that means nothing now is said, not silently dropped.
     _, notes = advance(abandoned, SETTINGS, locations, T0 + 80, RESUME)
     assert notes[0].reason == "ActionIgnored"

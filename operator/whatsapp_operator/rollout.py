@@ -57,6 +57,10 @@ log = get_logger(__name__)
 ACTION = f"{GROUP}/action"
 COALESCE_SECONDS = 0.1  # events this close together are one step
 Apply = Callable[[Resource], Awaitable[None]]
+MISSING_CRD = (
+    f"the {ROLLOUT_KIND} CRD is not installed: kubectl apply -f "
+    "charts/whatsapp-sessions/crds/ (helm upgrade does not install new CRDs)"
+)
 
 
 class Rollouts:
@@ -227,8 +231,8 @@ class Engine:
                 "metadata": {"name": ROLLOUT_NAME, "namespace": self.namespace},
                 "status": state.to_status(),
             }
-            return dict(
-                await self._api.call(
+            try:
+                created = await self._api.call(
                     "create WhatsAppSessionRollout",
                     custom.create_namespaced_custom_object,
                     GROUP,
@@ -237,7 +241,11 @@ class Engine:
                     ROLLOUT_PLURAL,
                     new,
                 )
-            )
+            except ApiException as exc:
+                if exc.status == 404:  # Helm installs CRDs, but never upgrades them
+                    raise kopf.TemporaryError(MISSING_CRD, delay=30) from exc
+                raise
+            return dict(created)
         metadata = dict(body["metadata"])
         if drop_action:
             annotations = dict(metadata.get("annotations") or {})
@@ -270,7 +278,7 @@ class Engine:
             try:
                 await self._step()
                 failures = 0
-            except (ApiException, Unreachable) as exc:
+            except (ApiException, Unreachable, kopf.TemporaryError) as exc:
                 failures += 1
                 ROLLOUT_ERRORS.labels("step").inc()
                 delay = backoff_delay(failures, 0.5, 10)

@@ -8,7 +8,8 @@ its StatefulSet has made its pod from the target template and the new pod says i
 the state the old one was in (a linked one Ready, i.e. restored without a QR); one that is
 not back within the deadline has failed (and goes back to the stable revision). More
 failures than the threshold halt the rollout: nothing more is released until a person
-resumes (the failed are tried again) or abandons it (every location goes back to stable).
+resumes (the failed are tried again) or abandons it (every location goes back to stable);
+a person may also halt it.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .status import timestamp
 
 PROGRESSING, HALTED, COMPLETE, ABANDONED = "Progressing", "Halted", "Complete", "Abandoned"
 MOVING = (PROGRESSING, ABANDONED)  # the phases that release locations
-RESUME, ABANDON = "resume", "abandon"
+HALT, RESUME, ABANDON = "halt", "resume", "abandon"  # a person's actions
 CANARY_LABEL = "whatsapp-sessions.io/canary"  # "true" on a WhatsAppSession: a canary
 LINKED = frozenset({Phase.READY, Phase.SYNCING, Phase.AUTHENTICATING})
 _SHARE = re.compile(r"^(\d+)(%?)$")
@@ -378,6 +379,10 @@ def advance(
 
 
 def _act(s: RolloutState, action: str) -> Note:
+    if action == HALT and s.phase in MOVING:
+        s.phase = HALTED
+        s.message = f"halted by hand: resume goes on, abandon rolls back to {s.stable}"
+        return Note("Warning", "RolloutHalted", s.message)
     if action == RESUME and s.phase == HALTED:
         s.phase = ABANDONED if s.abandoned else PROGRESSING
         s.failures, s.failed = 0, {}

@@ -13,8 +13,10 @@ containers as local processes (own process group, cwd = the repository, stdout+s
 - API access, as kubelet mounts the ServiceAccount token: unless the pod (or its
   ServiceAccount) sets `automountServiceAccountToken: false`, its containers get `KUBECONFIG`
   = a kubeconfig whose client certificate authenticates as the pod's ServiceAccount.
-- Each pod gets its own loopback address (127.0.0.2, .3, ..., never reused while the node
-  runs) as `status.podIP`; `hostIP` is 127.0.0.1.
+- Each pod gets its own loopback address (127.B.0.2, .3, ..., never reused while the node
+  runs) as `status.podIP`; `hostIP` is 127.0.0.1. The block B (100-199) comes from the test
+  process's id, so the test nodes of two test runs on one machine rarely share addresses
+  (a session pod binds its port on its address: two on one address fail).
 - Volumes are local directories: a `persistentVolumeClaim` is `work_dir/pvc/<namespace>/
   <claimName>` (it outlives the pod, as a StatefulSet's volume does; the claim is marked
   Bound), `secret`/`configMap` volumes are files in a per-pod directory, `emptyDir` and every
@@ -579,7 +581,8 @@ class TestNode:
         self.repo = repo
         cert = api.ca.issue(f"node-{name}", f"test-node:{name}", ("system:masters",))
         self.api = _Api(api.server, cert, api.ca.cert_file)
-        self._ips = (f"127.0.{n // 256}.{n % 256}" for n in itertools.count(2))
+        block = 100 + os.getpid() % 100
+        self._ips = (f"127.{block}.{n // 256}.{n % 256}" for n in itertools.count(2))
         self._pods: dict[str, _Pod] = {}  # by uid
         self._done: set[str] = set()  # uids of pods terminated here: never run again
         self._kubeconfigs: dict[tuple[str, str], Path] = {}
