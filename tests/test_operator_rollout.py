@@ -43,7 +43,7 @@ from tests.support.session_pods import Double, new_phone
 from tests.support.test_node import TestNode
 from whatsapp_common.crd import GROUP, PLURAL, ROLLOUT_NAME, ROLLOUT_PLURAL, VERSION
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 LOCATIONS = [f"r{i}" for i in range(1, 7)]  # r1 is the canary: the first by id
 IMAGE = "ghcr.io/whatsapp-sessions/session-pod:{}"

@@ -112,7 +112,7 @@ def test_pod_runs_and_is_ready_only_when_its_probe_passes(
     ip = test_node.pod_ip(namespace, "web-0")
     assert pod["spec"]["nodeName"] == "test-node"
     assert pod["status"]["phase"] == "Running"
-    assert ip is not None and ip.startswith("127.0.") and ip != "127.0.0.1"
+    assert ip is not None and ip.startswith("127.") and ip != "127.0.0.1"
     assert (pod["status"]["podIP"], pod["status"]["hostIP"]) == (ip, "127.0.0.1")
     seen = wait_until(lambda: state(test_node, namespace), 10, "the server")
     assert seen == {"boots": 1, "token": "s3cret", "pod_ip": ip, "data_dir": str(web)}
