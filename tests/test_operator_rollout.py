@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
 
 from tests.support.control_plane import ControlPlane
 from tests.support.operator import (
@@ -188,19 +189,29 @@ class Recorder:
         time.sleep(1)  # both watches established
 
     def _watch(self, plural: str, record: Any) -> None:
-        stream = watch.Watch()
-        for event in stream.stream(
-            self._custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            self._namespace,
-            plural,
-            timeout_seconds=1800,
-        ):
-            if self._stop.is_set():
-                stream.stop()
-                return
-            record(event["object"])
+        """Watches again from the last version seen when the stream ends or fails (a loaded
+        API server answers 504 "Too large resource version" while its cache catches up)."""
+        version = None
+        while not self._stop.is_set():
+            since = {"resource_version": version} if version else {}
+            try:
+                for event in watch.Watch().stream(
+                    self._custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self._namespace,
+                    plural,
+                    timeout_seconds=300,
+                    **since,
+                ):
+                    if self._stop.is_set():
+                        return
+                    version = event["object"]["metadata"]["resourceVersion"]
+                    record(event["object"])
+            except ApiException as exc:
+                if exc.status == 410:  # too old: the history is gone, nothing to resume
+                    raise
+                time.sleep(0.5)
 
     def _session(self, obj: dict[str, Any]) -> None:
         location = obj["spec"]["locationId"]
@@ -265,8 +276,14 @@ def pods(cluster: ControlPlane, namespace: str) -> dict[str, str]:
     return {location: pod_uid(cluster, namespace, f"wa-{location}-0") for location in LOCATIONS}
 
 
-def revision(cluster: ControlPlane, namespace: str) -> str:
-    return rollout(cluster, namespace)["status"]["target"]
+def new_target(cluster: ControlPlane, namespace: str, old: str) -> str:
+    """The rollout's target once the restarted operator has set it (not `old`)."""
+    return wait_until(
+        lambda: (target := rollout(cluster, namespace)["status"]["target"]) != old and target,
+        60,
+        "a new rollout",
+        interval=0.5,
+    )
 
 
 def test_a_new_image_reaches_the_fleet_one_location_at_a_time(
@@ -280,8 +297,7 @@ def test_a_new_image_reaches_the_fleet_one_location_at_a_time(
     recorder = Recorder(control_plane, namespace)
     try:
         operator.upgrade(IMAGE.format("0.2.0"), deadline=240)
-        target = revision(control_plane, namespace)
-        assert target != before["target"]
+        target = new_target(control_plane, namespace, before["target"])
         # Killed in the middle of a wave, the operator's successor carries on from the record.
         wait_until(
             lambda: (
@@ -328,7 +344,7 @@ def test_an_image_that_never_gets_ready_halts_after_the_canary_and_resume_finish
     chromium.write_text("#!/bin/sh\necho 'chromium: cannot start' >&2\nexit 1\n")
     chromium.chmod(0o755)
     operator.upgrade(IMAGE.format("0.3.0"), deadline=60, CHROMIUM_PATH=str(chromium))
-    target = revision(control_plane, namespace)
+    target = new_target(control_plane, namespace, stable["target"])
     halted = wait_rollout(control_plane, namespace, "Halted", target, timeout=300)
     status = halted["status"]
     assert status["canaries"] == ["r1"] and [f["location"] for f in status["failed"]] == ["r1"]
