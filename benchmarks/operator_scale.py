@@ -16,7 +16,7 @@ serving every pod's /events; no browser runs). Prints:
    locations in flight at once, the operator's requests and CPU.
 
     python -m benchmarks.operator_scale [--sessions 1000] [--quiet 60] [--churn 30]
-        [--pod-start 5] [--only-rollout]
+        [--pod-start 5] [--only-rollout] [--block 77]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 import psutil
 import requests
 from kubernetes import client, config, watch
+from urllib3.exceptions import ProtocolError
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.operator import (
@@ -172,9 +173,9 @@ class Bench:
     """One run: the simulated pods, the cluster, the operator, and what each session's
     state is now."""
 
-    def __init__(self, control_plane: ControlPlane, n: int, work: Path) -> None:
+    def __init__(self, control_plane: ControlPlane, n: int, work: Path, block: int = 77) -> None:
         self.n, self.work = n, work
-        self.ips = [address(i) for i in range(n)]
+        self.ips = [address(i, block) for i in range(n)]
         self.pods = SimulatedPods({ip: str(i) for i, ip in enumerate(self.ips)})
         self.state = {i: "ready" for i in range(n)}
         for i in range(n):
@@ -326,14 +327,13 @@ class Kubelet:
         core = self._bench.cluster.core
         version = core.list_namespaced_pod(self._bench.cluster.namespace, limit=1).metadata
         stream = watch.Watch()
-        for event in stream.stream(
+        events = stream.stream(
             core.list_namespaced_pod,
             self._bench.cluster.namespace,
             resource_version=version.resource_version,
             timeout_seconds=3600,
-        ):
-            if self._stop.is_set():
-                return
+        )
+        for event in _until_stopped(events, self._stop):
             pod = event["object"]
             if event["type"] != "ADDED" or pod.metadata.uid in self._seen:
                 continue
@@ -349,6 +349,19 @@ class Kubelet:
         self._stop.set()
 
 
+def _until_stopped(events: Any, stop: threading.Event) -> Any:
+    """The watch's events until `stop` is set; its failure once stopped (the cluster going
+    away) is no error."""
+    try:
+        for event in events:
+            if stop.is_set():
+                return
+            yield event
+    except (ProtocolError, client.ApiException):
+        if not stop.is_set():
+            raise
+
+
 def rollout(bench: Bench, pod_start: float) -> None:
     """The operator restarted with a new session image: the fleet rolls in waves of 5 %."""
     time.sleep(5)
@@ -362,6 +375,9 @@ def rollout(bench: Bench, pod_start: float) -> None:
         "ROLLOUT_CANARY": "1",
         "ROLLOUT_MAX_UNAVAILABLE": "5%",
     }
+    stable = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, cluster.namespace, ROLLOUT_PLURAL, ROLLOUT_NAME
+    )["status"]["target"]
     before = len(cluster.operator_requests())
     started = time.monotonic()
     bench.operator = OperatorProcess(
@@ -376,10 +392,11 @@ def rollout(bench: Bench, pod_start: float) -> None:
             GROUP, VERSION, cluster.namespace, ROLLOUT_PLURAL, ROLLOUT_NAME
         )["status"]
         most = max(most, len(record.get("inFlight") or []))
-        return record["phase"] == "Complete" and record["counts"]["updated"] == n
+        return record["target"] != stable and record["phase"] == "Complete"
 
     wait_until(complete, 3600, "the rollout to complete", interval=0.5)
     took = time.monotonic() - started
+    assert record["counts"]["updated"] == n, record["counts"]
     cpu = sum(bench.process.cpu_times()[:2]) - cpu0
     kubelet.stop()
     counts = breakdown(cluster.operator_requests()[before:])
@@ -399,10 +416,12 @@ def main() -> None:
     parser.add_argument("--churn-share", type=float, default=0.05)
     parser.add_argument("--pod-start", type=float, default=5)
     parser.add_argument("--only-rollout", action="store_true")
+    # The simulated pods' addresses, 127.<block>.x.y: another block lets two runs share a machine.
+    parser.add_argument("--block", type=int, default=77)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
     with ControlPlane(control_plane_binaries(), work / "cluster") as control_plane:
-        bench = Bench(control_plane, args.sessions, work)
+        bench = Bench(control_plane, args.sessions, work, args.block)
         print(f"{args.sessions} WhatsAppSessions, simulated pods; logs in {work}")
         try:
             create_all(bench)

@@ -84,12 +84,18 @@ async def run_reconcile(
 ) -> dict[str, Any]:
     """Reconciles one resource, tells the followers who owns the location, and returns the
     status fields to set. The StatefulSet is rendered with the fleet revision the rollout
-    gives the location."""
+    gives the location.
+
+    While it runs, the drift check leaves the location's objects alone: the watch event of
+    its own write may come before the write's answer (and looked like a hand edit)."""
+    keys = [(kind, session_name(resource.location)) for kind in KINDS]
+    held = {key: memo.versions.pop(key) for key in keys if key in memo.versions}
     try:
         await memo.rollouts.ready(resource.namespace)
         fleet = memo.rollouts.fleet_for(resource, seen.get("StatefulSet"))
         outcome = await reconcile(memo.api, memo.config, memo.notices, resource, seen, fleet, force)
     except (ApiException, Unreachable) as exc:
+        memo.versions.update(held)
         raise handler_error(exc, f"reconciling {resource.name}") from exc
     for now in outcome.seen:
         memo.versions[(now.kind or "", now.name)] = now.version
@@ -162,8 +168,12 @@ async def owned_object_changed(
 async def redo(
     memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool = False
 ) -> None:
-    """A reconcile outside kopf's resource handlers: it writes the status itself."""
+    """A reconcile outside kopf's resource handlers: it writes the status itself (what
+    differs from the watch's picture of it)."""
     status = await run_reconcile(memo, resource, seen, force)
+    changed = {k: v for k, v in status.items() if resource.status.get(k) != v}
+    if not changed:
+        return
     await memo.api.call(
         "patch status",
         memo.api.kube.custom.patch_namespaced_custom_object_status,
@@ -172,7 +182,7 @@ async def redo(
         resource.namespace,
         PLURAL,
         resource.name,
-        {"status": status},
+        {"status": changed},
     )
 
 
