@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -38,7 +39,7 @@ from tests.support.operator import (
     wait_backup,
     wait_phase,
 )
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, wait_until
 from tests.support.s3 import SeaweedS3
 from tests.support.session_pods import Double, new_phone
 from tests.support.test_node import TestNode
@@ -114,6 +115,12 @@ class Operator:
             self.cluster, self.namespace, self.pod_env, self.env, log, priority=50
         )
 
+    def metric(self, line_start: str) -> float:
+        """The value of the operator's metric whose line starts with `line_start`."""
+        text = requests.get(f"http://127.0.0.1:{self.env['METRICS_PORT']}/metrics", timeout=5).text
+        (value,) = [line.split()[-1] for line in text.splitlines() if line.startswith(line_start)]
+        return float(value)
+
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop()
@@ -136,6 +143,7 @@ def operator(
             {**s3_server.env(), "S3_PREFIX": f"roll-{uuid.uuid4().hex[:6]}"},
             work / "operator-0.log",
             SESSION_IMAGE=IMAGE.format("0.1.0"),
+            METRICS_PORT=str(free_port()),
             **ROLLOUT_ENV,
         )
     )
@@ -327,6 +335,8 @@ def test_a_new_image_reaches_the_fleet_one_location_at_a_time(
         assert get_session(control_plane, namespace, f"shop-{location}")["status"]["phone"] == phone
     table = control_plane.kubectl("get", ROLLOUT_PLURAL, "-n", namespace).stdout
     assert "Complete" in table and "UPDATED" in table
+    assert operator.metric('wa_operator_rollout_locations{state="updated"}') == len(LOCATIONS)
+    assert operator.metric('wa_operator_rollout_locations{state="pending"}') == 0
 
 
 def test_an_image_that_never_gets_ready_halts_after_the_canary_and_resume_finishes(
@@ -355,6 +365,9 @@ def test_an_image_that_never_gets_ready_halts_after_the_canary_and_resume_finish
         "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={ROLLOUT_NAME}"
     ).stdout
     assert "RolloutHalted" in events and "LocationFailed" in events
+    assert operator.metric("wa_operator_rollout_halted ") == 1
+    assert operator.metric('wa_operator_rollout_locations{state="failed"}') == 1
+    assert operator.metric("wa_operator_rollout_failed_locations_total ") == 1
     # The canary is back on the old image, linked again; no other location was touched.
     wait_until(
         lambda: images(control_plane, namespace)["wa-r1"] == IMAGE.format("0.2.0"),
