@@ -61,8 +61,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     async def apply(resource: Resource) -> None:
         await redo(memo, resource, seen_objects(memo.cache, session_name(resource.location)))
 
-    settings = RolloutSettings.from_env(os.environ)
-    memo.rollouts = Rollouts(api, config, settings, memo.cache, followers, notices, apply)
+    rollout_settings = RolloutSettings.from_env(os.environ)
+    memo.rollouts = Rollouts(api, config, rollout_settings, memo.cache, followers, notices, apply)
     followers.on_report = memo.rollouts.wake
     if config.metrics_port:
         serve(config.metrics_port)
@@ -97,6 +97,9 @@ async def run_reconcile(
     except (ApiException, Unreachable) as exc:
         memo.versions.update(held)
         raise handler_error(exc, f"reconciling {resource.name}") from exc
+    except BaseException:  # e.g. kopf's TemporaryError of a missing rollout CRD, a cancel
+        memo.versions.update(held)
+        raise
     for now in outcome.seen:
         memo.versions[(now.kind or "", now.name)] = now.version
     if outcome.owned:
