@@ -35,7 +35,6 @@ from typing import Any
 import psutil
 import requests
 from kubernetes import client, config, watch
-from urllib3.exceptions import ProtocolError
 
 from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.operator import (
@@ -45,7 +44,7 @@ from tests.support.operator import (
     start_operator,
 )
 from tests.support.processes import wait_until
-from tests.support.simulated_pods import PodStatus, SimulatedPods, address
+from tests.support.simulated_pods import PodStatus, SimulatedKubelet, SimulatedPods, address
 from whatsapp_common.crd import GROUP, PLURAL, ROLLOUT_NAME, ROLLOUT_PLURAL, VERSION
 
 STATES = {"ready": "Ready", "disconnected": "Disconnected"}
@@ -309,64 +308,16 @@ def restart(bench: Bench, share: float) -> None:
     )
 
 
-class Kubelet:
-    """Makes each new session pod Running (with its location's address) `delay` seconds
-    after it appears: a pod that restores and starts in that long."""
-
-    def __init__(self, bench: Bench, delay: float) -> None:
-        self._bench, self._delay = bench, delay
-        self._status = PodStatus(
-            str(bench.control_plane.admin_kubeconfig), bench.cluster.namespace, workers=16
-        )
-        self._seen: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        core = self._bench.cluster.core
-        version = core.list_namespaced_pod(self._bench.cluster.namespace, limit=1).metadata
-        stream = watch.Watch()
-        events = stream.stream(
-            core.list_namespaced_pod,
-            self._bench.cluster.namespace,
-            resource_version=version.resource_version,
-            timeout_seconds=3600,
-        )
-        for event in _until_stopped(events, self._stop):
-            pod = event["object"]
-            if event["type"] != "ADDED" or pod.metadata.uid in self._seen:
-                continue
-            self._seen.add(pod.metadata.uid)
-            index = int(pod.metadata.name.split("-")[1])
-            timer = threading.Timer(
-                self._delay, self._status.running, (pod.metadata.name, self._bench.ips[index])
-            )
-            timer.daemon = True
-            timer.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
-def _until_stopped(events: Any, stop: threading.Event) -> Any:
-    """The watch's events until `stop` is set; its failure once stopped (the cluster going
-    away) is no error."""
-    try:
-        for event in events:
-            if stop.is_set():
-                return
-            yield event
-    except (ProtocolError, client.ApiException):
-        if not stop.is_set():
-            raise
-
-
 def rollout(bench: Bench, pod_start: float) -> None:
     """The operator restarted with a new session image: the fleet rolls in waves of 5 %."""
     time.sleep(5)
     cluster, n = bench.cluster, bench.n
-    kubelet = Kubelet(bench, pod_start)
+    kubelet = SimulatedKubelet(
+        str(bench.control_plane.admin_kubeconfig),
+        cluster.namespace,
+        {f"wa-{i}-0": ip for i, ip in enumerate(bench.ips)},
+        pod_start,
+    )
     bench.operator.stop()
     pod_env, env = bench.operator.args
     env = {
