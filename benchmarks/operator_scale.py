@@ -22,6 +22,7 @@ serving every pod's /events; no browser runs). Prints:
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -335,6 +336,7 @@ def rollout(bench: Bench, pod_start: float) -> None:
         bench.control_plane, cluster.namespace, pod_env, env, bench.work / "operator-rollout.log"
     )
     cpu0 = sum(bench.process.cpu_times()[:2])
+    load0 = os.getloadavg()[0]
     most, record = 0, {}
 
     def complete() -> bool:
@@ -355,7 +357,8 @@ def rollout(bench: Bench, pod_start: float) -> None:
         f"rollout of {n} locations, maxUnavailable 5 % ({n * 5 // 100}), pods Running "
         f"{pod_start:g} s after creation: {took:.1f} s from the operator's restart "
         f"({n / took * 60:.0f} locations/min), at most {most} in flight; operator CPU "
-        f"{cpu:.1f} s, {sum(counts.values())} requests {counts}"
+        f"{cpu:.1f} s, {sum(counts.values())} requests {counts}; machine load average "
+        f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
     )
 
 
