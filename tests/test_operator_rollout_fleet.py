@@ -60,6 +60,38 @@ def pods(control_plane: ControlPlane, namespace: str) -> Iterator[SimulatedPods]
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def operator_args(
+    control_plane: ControlPlane,
+    namespace: str,
+    s3_server: SeaweedS3,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The settings of this namespace's operator (its Secret made once); each test starts
+    it with its own session image."""
+    operator = start_operator(
+        control_plane,
+        namespace,
+        {},
+        {**s3_server.env(), "S3_PREFIX": f"fleet-{uuid.uuid4().hex[:6]}"},
+        tmp_path_factory.mktemp("fleet") / "operator-first.log",
+        ROLLOUT_MAX_UNAVAILABLE="1",
+    )
+    operator.stop()
+    return operator.args
+
+
+def start(
+    cluster: ControlPlane,
+    namespace: str,
+    args: tuple[dict[str, str], dict[str, str]],
+    log: Path,
+    **env: str,
+) -> OperatorProcess:
+    pod_env, base = args
+    return OperatorProcess(cluster, namespace, pod_env, {**base, **env}, log)
+
+
 def statefulset(cluster: ControlPlane, namespace: str, location: str) -> dict[str, Any]:
     out = cluster.kubectl("get", "statefulset", f"wa-{location}", "-n", namespace, "-o", "json")
     return json.loads(out.stdout)
@@ -78,18 +110,15 @@ def test_paused_and_pinned_locations_in_a_rollout(
     control_plane: ControlPlane,
     namespace: str,
     pods: SimulatedPods,
-    s3_server: SeaweedS3,
+    operator_args: tuple[dict[str, str], dict[str, str]],
     tmp_path: Path,
 ) -> None:
-    rollout_env = {"ROLLOUT_MAX_UNAVAILABLE": "1", "ROLLOUT_DEADLINE_SECONDS": "60"}
-    operator = start_operator(
+    operator = start(
         control_plane,
         namespace,
-        {},
-        {**s3_server.env(), "S3_PREFIX": f"fleet-{uuid.uuid4().hex[:6]}"},
-        tmp_path / "operator-0.log",
+        operator_args,
+        tmp_path / "op-0.log",
         SESSION_IMAGE=IMAGE.format("1"),
-        **rollout_env,
     )
     try:
         specs = {"f1": {"paused": True}, "f2": {"pinned": True}}
@@ -102,14 +131,13 @@ def test_paused_and_pinned_locations_in_a_rollout(
         stable = rollout_status(control_plane, namespace)
         assert stable["phase"] == "Complete"
 
-        pod_env, env = operator.args
         operator.stop()
-        operator = OperatorProcess(
+        operator = start(
             control_plane,
             namespace,
-            pod_env,
-            {**env, "SESSION_IMAGE": IMAGE.format("2")},
-            tmp_path / "operator-1.log",
+            operator_args,
+            tmp_path / "op-1.log",
+            SESSION_IMAGE=IMAGE.format("2"),
         )
         done = wait_until(
             lambda: (
@@ -167,5 +195,78 @@ def test_paused_and_pinned_locations_in_a_rollout(
             "get", "pod", "wa-f1-0", "-n", namespace, "-o", "jsonpath={.spec.containers[0].image}"
         ).stdout
         assert pod == IMAGE.format("2")
+    finally:
+        operator.stop()
+
+
+def test_a_labelled_canary_that_fails_halts_and_abandon_keeps_the_fleet_where_it_was(
+    control_plane: ControlPlane,
+    namespace: str,
+    pods: SimulatedPods,
+    operator_args: tuple[dict[str, str], dict[str, str]],
+    tmp_path: Path,
+) -> None:
+    """Runs after the test above: four running locations on image 2."""
+    control_plane.kubectl(
+        "label", "whatsappsession", "shop-f4", "-n", namespace, "whatsapp-sessions.io/canary=true"
+    )
+    stable = rollout_status(control_plane, namespace)
+    assert stable["phase"] == "Complete" and stable["counts"]["updated"] == 4
+    pods.set_refusing(IPS["f4"], True)  # its new pod never says how it is
+    operator = start(
+        control_plane,
+        namespace,
+        operator_args,
+        tmp_path / "op.log",
+        SESSION_IMAGE=IMAGE.format("3"),
+        ROLLOUT_DEADLINE_SECONDS="8",
+    )
+    try:
+        halted = wait_until(
+            lambda: (
+                (r := rollout_status(control_plane, namespace))["target"] != stable["target"]
+                and r["phase"] == "Halted"
+                and r
+            ),
+            90,
+            "the rollout to halt",
+            interval=0.5,
+        )
+        assert halted["canaries"] == ["f4"] and halted["failed"][0]["location"] == "f4"
+        pods.set_refusing(IPS["f4"], False)
+        wait_until(
+            lambda: container(control_plane, namespace, "f4")["image"] == IMAGE.format("2"),
+            30,
+            "the canary back on the stable image",
+        )
+        control_plane.kubectl(
+            "annotate",
+            ROLLOUT_PLURAL,
+            ROLLOUT_NAME,
+            "-n",
+            namespace,
+            "whatsapp-sessions.io/action=abandon",
+        )
+        abandoned = wait_until(
+            lambda: (
+                (r := rollout_status(control_plane, namespace))["phase"] == "Abandoned"
+                and r["counts"]["pending"] == 0
+                and r
+            ),
+            60,
+            "the rollout abandoned",
+            interval=0.5,
+        )
+        assert abandoned["target"] == abandoned["stable"] == stable["target"]
+        assert abandoned["counts"]["updated"] == 4
+        assert {container(control_plane, namespace, f)["image"] for f in LOCATIONS} == {
+            IMAGE.format("2")
+        }
+        about = f"involvedObject.name={ROLLOUT_NAME}"
+        events = control_plane.kubectl(
+            "get", "events", "-n", namespace, "--field-selector", about
+        ).stdout
+        assert "RolloutAbandoned" in events and "LocationFailed" in events
+        wait_phase(control_plane, namespace, "shop-f4", "Ready")
     finally:
         operator.stop()
