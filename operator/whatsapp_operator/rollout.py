@@ -56,6 +56,7 @@ from .rollout_plan import (
 log = get_logger(__name__)
 ACTION = f"{GROUP}/action"
 COALESCE_SECONDS = 0.1  # events this close together are one step
+RETRY_SECONDS = 5.0  # a location whose update failed is tried again after this
 Apply = Callable[[Resource], Awaitable[None]]
 MISSING_CRD = (
     f"the {ROLLOUT_KIND} CRD is not installed: kubectl apply -f "
@@ -382,8 +383,12 @@ class Engine:
                 location=resource.location,
                 error=repr(exc),
             )
-            if self._retry is None or self._retry.cancelled():
-                self._retry = asyncio.get_running_loop().call_later(5, self.wake)
+            if self._retry is None:  # one step again in a while, for every failed location
+                self._retry = asyncio.get_running_loop().call_later(RETRY_SECONDS, self._retried)
+
+    def _retried(self) -> None:
+        self._retry = None
+        self.wake()
 
     async def _delete_pod(self, resource: Resource, uid: str) -> None:
         """Deletes that pod (gracefully: the session pod saves its final backup) unless it
