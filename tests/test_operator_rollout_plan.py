@@ -206,9 +206,13 @@ def test_resume_tries_the_failed_again_and_abandon_goes_back_to_stable() -> None
     by_hand, notes = advance(resumed, SETTINGS, locations, T0 + 75, HALT)
     assert by_hand.phase == HALTED and notes[0].reason == "RolloutHalted"
     assert list(by_hand.in_flight) == ["l0"]  # in flight already: it finishes
+    # An abandoned rollout resumed: its target again, from the canary.
+    again, notes = advance(abandoned, SETTINGS, locations, T0 + 72, RESUME)
+    assert again.phase == PROGRESSING and again.target == NEW.revision and not again.abandoned
+    assert again.canaries == ["l0"] and notes[0].reason == "RolloutResumed"
     # An action that means nothing now is said, not silently dropped.
-    _, notes = advance(abandoned, SETTINGS, locations, T0 + 80, RESUME)
-    assert notes[0].reason == "ActionIgnored"
+    _, notes = advance(abandoned, SETTINGS, locations, T0 + 80, "rollback")
+    assert notes[0].reason == "ActionIgnored" and "'rollback'" in notes[0].message
 
 
 def test_failures_within_the_threshold_do_not_halt_but_leave_the_rollout_unfinished() -> None:

@@ -373,7 +373,7 @@ def advance(
         window = "" if open_ else " (outside the maintenance window)"
         s.message = f"{s.stable} -> {s.target}: {stage}, {len(s.in_flight)} in flight{window}"
     s.counts = _counts(s, locations, pending)
-    used = {s.stable, s.target, *(seen.revision for seen in locations.values())}
+    used = {s.stable, s.target, s.abandoned, *(seen.revision for seen in locations.values())}
     s.revisions = {rev: fleet for rev, fleet in s.revisions.items() if rev in used}
     return s, notes
 
@@ -389,6 +389,11 @@ def _act(s: RolloutState, action: str) -> Note:
         if not s.canary_passed:
             s.canaries = []  # chosen again: a failed canary is tried again first
         return Note("Normal", "RolloutResumed", f"resumed: {s.stable} -> {s.target}")
+    if action == RESUME and s.phase == ABANDONED and s.abandoned in s.revisions:
+        s.target, s.abandoned = s.abandoned, ""  # tried again, from its canary
+        s.phase, s.canary_passed, s.canaries = PROGRESSING, False, []
+        s.failures, s.failed, s.in_flight = 0, {}, {}
+        return Note("Normal", "RolloutResumed", f"resumed: {s.stable} -> {s.target} again")
     if action == ABANDON and s.target != s.stable:
         s.abandoned, s.target = s.target, s.stable
         s.phase, s.canary_passed = ABANDONED, True
