@@ -6,6 +6,7 @@ with session pods is tests/test_operator_rollout.py."""
 from __future__ import annotations
 
 import dataclasses
+import datetime
 
 import pytest
 
@@ -27,6 +28,7 @@ from whatsapp_operator.rollout_plan import (
     Window,
     advance,
     next_due,
+    outranked,
     retarget,
     retargets,
     revision_for,
@@ -265,3 +267,14 @@ def test_an_older_release_never_turns_the_fleet_back_and_the_record_round_trips(
     assert retargets(state, dataclasses.replace(NEW, image="session:3"), 6)
     progressed, _ = advance(state, SETTINGS, fleet(3), T0)
     assert RolloutState.from_status(progressed.to_status()) == progressed
+
+
+def test_a_replica_knows_when_a_live_peer_outranks_it() -> None:
+    def peer(priority: int, seconds_ago: float, lifetime: int = 60) -> dict[str, object]:
+        seen = datetime.datetime.fromtimestamp(T0 - seconds_ago, datetime.UTC)
+        return {"priority": priority, "lastseen": seen.isoformat(), "lifetime": lifetime}
+
+    assert outranked({"new-1": peer(1, 5), "old-0": peer(0, 2)}, 0, T0)
+    assert not outranked({"new-1": peer(1, 5), "old-0": peer(0, 2)}, 1, T0)
+    assert not outranked({"dead-1": peer(1, 90), "me": peer(0, 1)}, 0, T0)  # expired
+    assert not outranked({"odd": {"priority": 5}}, 0, T0)  # no lastseen: not counted

@@ -62,7 +62,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         await redo(memo, resource, seen_objects(memo.cache, session_name(resource.location)))
 
     rollout_settings = RolloutSettings.from_env(os.environ)
-    memo.rollouts = Rollouts(api, config, rollout_settings, memo.cache, followers, notices, apply)
+    peering = settings.peering
+    memo.rollouts = Rollouts(
+        api,
+        config,
+        rollout_settings,
+        memo.cache,
+        followers,
+        notices,
+        apply,
+        None if peering.standalone else (peering.name, peering.priority),
+    )
     followers.on_report = memo.rollouts.wake
     if config.metrics_port:
         serve(config.metrics_port)

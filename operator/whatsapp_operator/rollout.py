@@ -48,6 +48,7 @@ from .rollout_plan import (
     RolloutState,
     advance,
     next_due,
+    outranked,
     retarget,
     retargets,
     revision_for,
@@ -76,8 +77,10 @@ class Rollouts:
         followers: Followers,
         notices: Notices,
         apply: Apply,
+        peering: tuple[str, int] | None,
     ) -> None:
-        self._parts = (api, config, settings, cache, followers, notices, apply)
+        """`peering`: the KopfPeering's name and this replica's priority (None: standalone)."""
+        self._parts = (api, config, settings, cache, followers, notices, apply, peering)
         self._engines: dict[str, Engine] = {}
         self._loaded: dict[str, asyncio.Task[None]] = {}
 
@@ -121,8 +124,10 @@ class Engine:
         followers: Followers,
         notices: Notices,
         apply: Apply,
+        peering: tuple[str, int] | None,
     ) -> None:
         self.namespace = namespace
+        self._peering = peering
         self._api, self._settings, self._cache = api, settings, cache
         self._followers, self._notices, self._apply = followers, notices, apply
         self._fleet = Fleet.of(config)
@@ -313,6 +318,10 @@ class Engine:
         resources = self._owners()
         locations = {loc.id: loc for loc in (self._location(r, s) for r, s in resources.values())}
         new, notes = advance(state, self._settings, locations, time.time(), action)
+        if any(n.reason == "LocationFailed" for n in notes) and await self._outranked():
+            log.info("paused by a higher-priority replica: no location counted failed")
+            self._retry_soon()
+            return
         if action or new != state:
             try:
                 self.body = await self._write(body, new, drop_action=bool(action))
@@ -383,12 +392,38 @@ class Engine:
                 location=resource.location,
                 error=repr(exc),
             )
-            if self._retry is None:  # one step again in a while, for every failed location
-                self._retry = asyncio.get_running_loop().call_later(RETRY_SECONDS, self._retried)
+            self._retry_soon()
+
+    def _retry_soon(self) -> None:
+        """One step again in a while (for every location whose update failed)."""
+        if self._retry is None:
+            self._retry = asyncio.get_running_loop().call_later(RETRY_SECONDS, self._retried)
 
     def _retried(self) -> None:
         self._retry = None
         self.wake()
+
+    async def _outranked(self) -> bool:
+        """Whether kopf's peering has paused this replica (read when it matters: before a
+        location is counted failed on this replica's view, which is stale while paused)."""
+        if self._peering is None:
+            return False
+        name, priority = self._peering
+        try:
+            peering = await self._api.call(
+                "read KopfPeering",
+                self._api.kube.custom.get_namespaced_custom_object,
+                "kopf.dev",
+                "v1",
+                self.namespace,
+                "kopfpeerings",
+                name,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return outranked(peering.get("status") or {}, priority, time.time())
 
     async def _delete_pod(self, resource: Resource, uid: str) -> None:
         """Deletes that pod (gracefully: the session pod saves its final backup) unless it

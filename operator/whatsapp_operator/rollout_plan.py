@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
+import datetime
 import re
 import time
 from collections.abc import Mapping
@@ -479,3 +480,18 @@ def next_due(state: RolloutState, settings: RolloutSettings, now: float) -> floa
     if window is not None and not window.contains(now) and state.phase in MOVING:
         dues.append(window.opens_in(now))
     return max(0.0, min(dues)) if dues else None
+
+
+def outranked(peers: Mapping[str, Any], priority: int, now: float) -> bool:
+    """Whether a live peer in a KopfPeering's status (identity -> priority, lastseen,
+    lifetime) has a higher priority than `priority`: kopf has then paused this replica, and
+    its watches with it, so what it sees of the locations is stale."""
+    for peer in peers.values():
+        try:
+            seen = datetime.datetime.fromisoformat(peer["lastseen"]).timestamp()
+            alive = seen + float(peer.get("lifetime", 60)) > now
+        except (KeyError, TypeError, ValueError):
+            continue
+        if alive and int(peer.get("priority", 0)) > priority:
+            return True
+    return False
