@@ -9,17 +9,23 @@ serving every pod's /events; no browser runs). Prints:
 3. state change on a pod -> status.phase seen by a watch, p50 and p99, while 5 % of the
    sessions change state every second;
 4. after an operator restart (5 % of the states changed while it was down): the time until
-   every status is fresh again, and the status patches it sent.
+   every status is fresh again, and the status patches it sent;
+5. a fleet rollout (issue 22): the operator restarted with a new session image and
+   `maxUnavailable` 5 %, the time until every location is back on its new pod (each
+   simulated pod takes `--pod-start` seconds from its creation to Running), the most
+   locations in flight at once, the operator's requests and CPU.
 
 With `--shards N`, N operators run, one per shard (the chart's operator.shards), each
 resource labelled with its shard as the router labels it; CPU and RSS are printed per shard.
 
-    python -m benchmarks.operator_scale [--sessions 1000] [--shards 1] [--quiet 60] [--churn 30]
+    python -m benchmarks.operator_scale [--sessions 1000] [--shards 1] [--quiet 60]
+        [--churn 30] [--pod-start 5] [--only-rollout] [--block 77]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import statistics
@@ -42,8 +48,8 @@ from tests.support.operator import (
     start_operator,
 )
 from tests.support.processes import wait_until
-from tests.support.simulated_pods import PodStatus, SimulatedPods, address
-from whatsapp_common.crd import GROUP, PLURAL, VERSION
+from tests.support.simulated_pods import PodStatus, SimulatedKubelet, SimulatedPods, address
+from whatsapp_common.crd import GROUP, PLURAL, ROLLOUT_NAME, ROLLOUT_PLURAL, VERSION
 from whatsapp_common.sharding import SHARD_LABEL, shard_name, shard_of
 
 STATES = {"ready": "Ready", "disconnected": "Disconnected"}
@@ -172,9 +178,11 @@ class Bench:
     """One run: the simulated pods, the cluster, the operator, and what each session's
     state is now."""
 
-    def __init__(self, control_plane: ControlPlane, n: int, shards: int, work: Path) -> None:
+    def __init__(
+        self, control_plane: ControlPlane, n: int, shards: int, work: Path, block: int = 77
+    ) -> None:
         self.n, self.shards, self.work = n, shards, work
-        self.ips = [address(i) for i in range(n)]
+        self.ips = [address(i, block) for i in range(n)]
         self.pods = SimulatedPods({ip: str(i) for i, ip in enumerate(self.ips)})
         self.state = {i: "ready" for i in range(n)}
         for i in range(n):
@@ -346,6 +354,68 @@ def restart(bench: Bench, share: float) -> None:
     )
 
 
+def rollout(bench: Bench, pod_start: float) -> None:
+    """The operator restarted with a new session image: the fleet rolls in waves of 5 %."""
+    time.sleep(5)
+    cluster, n = bench.cluster, bench.n
+    kubelet = SimulatedKubelet(
+        str(bench.control_plane.admin_kubeconfig),
+        cluster.namespace,
+        {f"wa-{i}-0": ip for i, ip in enumerate(bench.ips)},
+        pod_start,
+    )
+    assert bench.shards == 1, "the rollout is timed with one operator (one rollout record)"
+    (operator,) = bench.operators
+    operator.stop()
+    pod_env, env = operator.args
+    env = {
+        **env,
+        "SESSION_IMAGE": "ghcr.io/whatsapp-sessions/session-pod:next",
+        "ROLLOUT_CANARY": "1",
+        "ROLLOUT_MAX_UNAVAILABLE": "5%",
+    }
+    stable = cluster.custom.get_namespaced_custom_object(
+        GROUP, VERSION, cluster.namespace, ROLLOUT_PLURAL, ROLLOUT_NAME
+    )["status"]["target"]
+    before = len(cluster.operator_requests())
+    started = time.monotonic()
+    bench.operators = [
+        OperatorProcess(
+            bench.control_plane,
+            cluster.namespace,
+            pod_env,
+            env,
+            bench.work / "operator-rollout.log",
+        )
+    ]
+    (process,) = bench.processes
+    cpu0 = sum(process.cpu_times()[:2])
+    load0 = os.getloadavg()[0]
+    most, record = 0, {}
+
+    def complete() -> bool:
+        nonlocal most, record
+        record = cluster.custom.get_namespaced_custom_object(
+            GROUP, VERSION, cluster.namespace, ROLLOUT_PLURAL, ROLLOUT_NAME
+        )["status"]
+        most = max(most, len(record.get("inFlight") or []))
+        return record["target"] != stable and record["phase"] == "Complete"
+
+    wait_until(complete, 3600, "the rollout to complete", interval=0.5)
+    took = time.monotonic() - started
+    assert record["counts"]["updated"] == n, record["counts"]
+    cpu = sum(process.cpu_times()[:2]) - cpu0
+    kubelet.stop()
+    counts = breakdown(cluster.operator_requests()[before:])
+    print(
+        f"rollout of {n} locations, maxUnavailable 5 % ({n * 5 // 100}), pods Running "
+        f"{pod_start:g} s after creation: {took:.1f} s from the operator's restart "
+        f"({n / took * 60:.0f} locations/min), at most {most} in flight; operator CPU "
+        f"{cpu:.1f} s, {sum(counts.values())} requests {counts}; machine load average "
+        f"{load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=1000)
@@ -353,19 +423,26 @@ def main() -> None:
     parser.add_argument("--quiet", type=float, default=60)
     parser.add_argument("--churn", type=float, default=30)
     parser.add_argument("--churn-share", type=float, default=0.05)
+    parser.add_argument("--pod-start", type=float, default=5)
+    parser.add_argument("--only-rollout", action="store_true")
+    # The simulated pods' addresses, 127.<block>.x.y: another block lets two runs share a machine.
+    parser.add_argument("--block", type=int, default=77)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="operator-scale-"))
     with ControlPlane(control_plane_binaries(), work / "cluster") as control_plane:
-        bench = Bench(control_plane, args.sessions, args.shards, work)
+        bench = Bench(control_plane, args.sessions, args.shards, work, args.block)
         print(
             f"{args.sessions} WhatsAppSessions, {args.shards} operator shard(s), simulated pods;"
             f" logs in {work}"
         )
         try:
             create_all(bench)
-            quiet(bench, args.quiet)
-            churn(bench, args.churn, args.churn_share)
-            restart(bench, args.churn_share)
+            if not args.only_rollout:
+                quiet(bench, args.quiet)
+                churn(bench, args.churn, args.churn_share)
+                restart(bench, args.churn_share)
+            if args.shards == 1:
+                rollout(bench, args.pod_start)
         finally:
             bench.close()
 

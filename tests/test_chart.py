@@ -18,6 +18,7 @@ from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.operator import CHART
 from tests.support.processes import REPO
 from whatsapp_common.keys import parse_ring
+from whatsapp_operator.rollout_plan import RolloutSettings, Window
 
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
 
@@ -40,6 +41,10 @@ FULL_VALUES = [
     "router.replicas=3",
     "session.storage.storageClassName=fast",
     "imagePullSecrets[0].name=registry",
+    "operator.rollout.canary=2",
+    "operator.rollout.maxUnavailable=5%",
+    "operator.rollout.deadlineSeconds=300",
+    "operator.rollout.window=22:00-04:00",
 ]
 
 
@@ -178,6 +183,15 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
     assert scrape == {"name": "wa-scrape", "key": "tokens"}
     link_masters = env["LINK_MASTER_KEYS"]["valueFrom"]["secretKeyRef"]
     assert link_masters == {"name": "wa-link-keys", "key": "keys"}
+    # The rollout settings, as the operator reads them; the release revision as generation.
+    rollout = RolloutSettings.from_env({k: v["value"] for k, v in env.items() if "value" in v})
+    assert (str(rollout.canary), str(rollout.max_unavailable), str(rollout.max_failures)) == (
+        "2",
+        "5%",
+        "0",
+    )
+    assert rollout.window == Window(22 * 60, 4 * 60) and rollout.deadline_seconds == 300
+    assert rollout.generation == 1 and rollout.rollback_failed is True
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Only the operator may touch Secrets (it watches the locations' keys Secrets, selected by
     # label, so an operator restart re-derives them without a read each); the router none.
@@ -196,6 +210,12 @@ def test_helm_template_renders_the_operator_and_the_router(helm: Path) -> None:
         ],
         "wa-whatsapp-sessions-router": [],
     }
+    operator_rules = rendered[("Role", "wa-whatsapp-sessions-operator")]["rules"]
+    assert {
+        "apiGroups": ["whatsapp-sessions.io"],
+        "resources": ["whatsappsessionrollouts"],
+        "verbs": ["get", "list", "watch", "create", "update"],
+    } in operator_rules
 
     router = rendered[("Deployment", "wa-whatsapp-sessions-router")]
     assert router["spec"]["replicas"] == 3
@@ -370,6 +390,10 @@ def test_operator_shards_render_one_statefulset_and_peering_object_per_shard(
         "session.hibernation.enabled=sometimes",
         "session.hibernation.wakeIntervalSeconds=1209600",
         "router.wakeHoldSeconds=-1",
+        "operator.rollout.maxUnavailable=lots",
+        "operator.rollout.maxUnavailable=150%",
+        "operator.rollout.window=22-04",
+        "operator.rollout.deadlineSeconds=0",
     ],
 )
 def test_values_schema_rejects_bad_values(helm: Path, bad: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from tests.support.session_pods import TEST_MASTERS, TEST_POD_AUTH_MASTERS
 from whatsapp_operator.config import OperatorConfig
+from whatsapp_operator.fleet import Fleet
 from whatsapp_operator.hibernation import (
     ASLEEP,
     AWAKE,
@@ -19,7 +20,7 @@ from whatsapp_operator.hibernation import (
     instant,
     plan,
 )
-from whatsapp_operator.manifests import session_env, statefulset
+from whatsapp_operator.manifests import replicas, session_env
 from whatsapp_operator.notices import Notices
 from whatsapp_operator.resource import Resource
 from whatsapp_operator.status import timestamp
@@ -140,11 +141,12 @@ def test_asleep_means_zero_replicas_and_the_pod_learns_its_idle_time() -> None:
         backup_masters=TEST_MASTERS, pod_auth_masters=lambda: TEST_POD_AUTH_MASTERS
     )
     spec = {"locationId": "13", "hibernation": {"enabled": True, "idleSeconds": 42}}
-    assert statefulset(spec, "shops", config, asleep=True)["spec"]["replicas"] == 0
-    assert statefulset(spec, "shops", config)["spec"]["replicas"] == 1
-    env = {e["name"]: e.get("value") for e in session_env(spec, config)}
+    assert replicas(resource(sleeping(NOW))) == 0
+    assert replicas(resource(idle_ready())) == 1
+    fleet = Fleet.of(config)
+    env = {e["name"]: e.get("value") for e in session_env(spec, fleet)}
     assert env["IDLE_AFTER_SECONDS"] == "42"
-    off = {e["name"] for e in session_env({"locationId": "13"}, config)}
+    off = {e["name"] for e in session_env({"locationId": "13"}, fleet)}
     assert "IDLE_AFTER_SECONDS" not in off
     assert asleep(resource(sleeping(NOW))) and not asleep(resource(idle_ready()))
 

@@ -21,7 +21,15 @@ from whatsapp_common.naming import (
     valid_location_id,
 )
 from whatsapp_operator.config import ConfigError, OperatorConfig, with_defaults
-from whatsapp_operator.manifests import BACKUP_KEY_NAMES, keys_secret, service, statefulset
+from whatsapp_operator.fleet import Fleet
+from whatsapp_operator.manifests import (
+    BACKUP_KEY_NAMES,
+    keys_secret,
+    replicas,
+    service,
+    statefulset,
+)
+from whatsapp_operator.resource import Resource
 
 MASTERS_ENV = {
     "BACKUP_MASTER_KEYS": TEST_MASTERS.to_text(),
@@ -52,6 +60,11 @@ def spec(**extra: object) -> dict[str, object]:
     return {"locationId": "13", **extra}
 
 
+def rendered(spec: dict, config: OperatorConfig, replicas: int = 1) -> dict:
+    """The StatefulSet of `spec` with the fleet settings of `config`, not sharded."""
+    return statefulset(spec, "ns", Fleet.of(config), None, replicas)
+
+
 def env_of(manifest: dict) -> dict[str, object]:
     container = manifest["spec"]["template"]["spec"]["containers"][0]
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
@@ -61,7 +74,8 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
     config = OperatorConfig(
         pod_env={"S3_BUCKET": "backups"}, secret_name="wa-secrets", backup_masters=TEST_MASTERS
     )
-    sts = statefulset(spec(resources={"limits": {"memory": "600Mi"}}), "shops", config)
+    fleet = Fleet.of(config)
+    sts = statefulset(spec(resources={"limits": {"memory": "600Mi"}}), "shops", fleet, None, 1)
     pod = sts["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert sts["spec"]["replicas"] == 1
@@ -69,6 +83,7 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
         "name": "wa-13",
         "namespace": "shops",
         "labels": sts["metadata"]["labels"],
+        "annotations": {"whatsapp-sessions.io/fleet-revision": fleet.revision},
     }
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -96,9 +111,11 @@ def test_the_statefulset_runs_one_session_pod_with_probes_volume_and_secrets() -
 
 def test_paused_means_zero_replicas_and_spec_changes_change_the_template() -> None:
     config = OperatorConfig(backup_masters=TEST_MASTERS)
-    assert statefulset(spec(paused=True), "ns", config)["spec"]["replicas"] == 0
-    plain = statefulset(spec(), "ns", config)["spec"]["template"]
-    changed = statefulset(spec(backup={"intervalSeconds": 600}), "ns", config)["spec"]["template"]
+    assert replicas(Resource("ns", "r", "uid", spec(paused=True))) == 0
+    assert replicas(Resource("ns", "r", "uid", spec())) == 1
+    assert rendered(spec(), config, replicas=0)["spec"]["replicas"] == 0
+    plain = rendered(spec(), config)["spec"]["template"]
+    changed = rendered(spec(backup={"intervalSeconds": 600}), config)["spec"]["template"]
     assert plain != changed  # the StatefulSet controller rolls the pod
     assert env_of({"spec": {"template": changed}})["BACKUP_INTERVAL_SECONDS"] == "600"
 
@@ -115,11 +132,11 @@ def test_a_pod_gets_its_own_locations_keys_and_never_a_master_key() -> None:
     other = keys_secret(spec(locationId="14"), "ns", config)["data"]
     for key in ("BACKUP_KEYS", "POD_TOKENS"):  # location 14's keys and tokens differ
         assert base64.b64decode(other[key]).decode() != data[key]
-    sts = statefulset(spec(), "ns", config)
-    rendered = json.dumps([sts, secret])
+    sts = rendered(spec(), config)
+    text = json.dumps([sts, secret])
     for master in (*masters, *pod_auth):
-        assert base64.b64encode(master.secret).decode() not in rendered
-        assert master.secret.decode() not in rendered
+        assert base64.b64encode(master.secret).decode() not in text
+        assert master.secret.decode() not in text
     annotations = sts["spec"]["template"]["metadata"]["annotations"]
     assert annotations[BACKUP_KEY_NAMES] == "2026-12,2026-06"  # a rotation rolls the pod
     with pytest.raises(ConfigError, match="BACKUP_MASTER_KEYS is required"):
@@ -135,7 +152,7 @@ def test_a_scrape_token_reaches_every_pod_through_its_secret() -> None:
     config = OperatorConfig.from_env({**MASTERS_ENV, "METRICS_TOKENS": "prom:" + "s" * 20})
     secret = keys_secret(spec(), "ns", config)
     assert base64.b64decode(secret["data"]["METRICS_TOKENS"]).decode() == "prom:" + "s" * 20
-    path = env_of(statefulset(spec(), "ns", config))["METRICS_TOKENS_FILE"]
+    path = env_of(rendered(spec(), config))["METRICS_TOKENS_FILE"]
     assert path == "/etc/whatsapp-session/keys/METRICS_TOKENS"
     with pytest.raises(ConfigError, match="token 'prom' is shorter than 16") as error:
         OperatorConfig.from_env({**MASTERS_ENV, "METRICS_TOKENS": "prom:short-one"})
@@ -154,17 +171,17 @@ def test_a_pod_gets_its_locations_link_key_to_sign_its_own_links_only() -> None:
     forged = sign(keys, LinkGrant("14", "Location 14", 2**31))  # another location: refused
     with pytest.raises(InvalidLinkToken, match="forged"):
         verify(link_masters, forged, 0)
-    sts = statefulset(spec(), "ns", config)
+    sts = rendered(spec(), config)
     assert env_of(sts)["LINK_KEYS_FILE"] == "/etc/whatsapp-session/keys/LINK_KEYS"
     assert base64.b64encode(b"l" * 32).decode() not in json.dumps([sts, secret])
     plain = OperatorConfig.from_env(MASTERS_ENV)  # no link masters: no link key, no file
     assert "LINK_KEYS" not in keys_secret(spec(), "ns", plain)["data"]
-    assert "LINK_KEYS_FILE" not in env_of(statefulset(spec(), "ns", plain))
+    assert "LINK_KEYS_FILE" not in env_of(rendered(spec(), plain))
 
 
 def test_the_service_is_headless_and_selects_the_pod() -> None:
     config = OperatorConfig(backup_masters=TEST_MASTERS)
-    svc, sts = service(spec(), "ns", config), statefulset(spec(), "ns", config)
+    svc, sts = service(spec(), "ns", config), rendered(spec(), config)
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"] == sts["spec"]["template"]["metadata"]["labels"]
 
@@ -188,7 +205,7 @@ def test_the_operators_session_defaults_fill_what_a_spec_leaves_out() -> None:
     own = {"locationId": "13", "storage": {"size": "2Gi"}}
     effective = with_defaults(config.session_defaults, own)
     assert effective["storage"] == {"size": "2Gi", "storageClassName": "fast"}
-    sts = statefulset(effective, "ns", config)
+    sts = rendered(effective, config)
     claim = sts["spec"]["volumeClaimTemplates"][0]["spec"]
     assert claim["resources"]["requests"]["storage"] == "2Gi"
     assert claim["storageClassName"] == "fast"

@@ -13,3 +13,15 @@ KIND = "WhatsAppSession"
 APP_LABEL = "app.kubernetes.io/name"
 APP = "whatsapp-session"
 LOCATION_LABEL = f"{GROUP}/location"
+
+# The operator's record of the fleet rollout of a namespace (crds/whatsappsessionrollouts.yaml):
+# one object, named ROLLOUT_NAME, or one per operator shard (rollout_name), each rolling that
+# shard's locations.
+ROLLOUT_KIND = "WhatsAppSessionRollout"
+ROLLOUT_PLURAL = "whatsappsessionrollouts"
+ROLLOUT_NAME = "whatsapp-sessions"
+
+
+def rollout_name(shard: str | None) -> str:
+    """The rollout record of an operator shard (`shard-1`), or of the unsharded operator."""
+    return f"{ROLLOUT_NAME}-{shard}" if shard else ROLLOUT_NAME

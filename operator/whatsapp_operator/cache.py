@@ -38,6 +38,9 @@ class Cache:
     def seen(self, kind: str, name: str) -> Seen | None:
         return self._objects.get((kind, name))
 
+    def resources(self, namespace: str) -> list[Resource]:
+        return [r for r in self._sessions.values() if r.namespace == namespace]
+
     def location(self, label: str) -> list[Resource]:
         """The resources of a location (by its label value): one, or more in Conflict."""
         return [r for r in self._sessions.values() if r.label == label]

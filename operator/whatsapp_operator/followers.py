@@ -83,6 +83,9 @@ class Followers:
         # busy, or not said yet). `on_idle(uid)` runs after each `idle` event it applies.
         self._idle: dict[str, str | None] = {}
         self.on_idle: Callable[[str], None] | None = None
+        # By location label: (pod uid, phase) of the last state its followed pod reported.
+        self._reported: dict[str, tuple[str, str]] = {}
+        self.on_report: Callable[[str], None] = lambda namespace: None  # rollout.py's wake
 
     async def start(self) -> None:
         # One pool for every stream: a connection per followed pod, none idle for long.
@@ -107,6 +110,15 @@ class Followers:
         """The location's running pod (IP, port), if the pod watch has seen one."""
         pod = self._pods.get(label)
         return (pod.ip, pod.port) if pod is not None else None
+
+    def running_pod(self, label: str) -> str:
+        """The uid of the location's running pod ("" when none runs)."""
+        pod = self._pods.get(label)
+        return pod.uid if pod is not None else ""
+
+    def reported(self, label: str) -> tuple[str, str] | None:
+        """(pod uid, phase) of the last state the location's followed pod reported."""
+        return self._reported.get(label)
 
     def own(self, resource: Resource, status: dict[str, Any]) -> None:
         """`resource` owns its location; `status` is what its handler has just set."""
@@ -157,6 +169,7 @@ class Followers:
         if current is not None:
             current[1].cancel()
             del self._tasks[label]
+            self._reported.pop(label, None)
         if key is not None and owner is not None and pod is not None:
             self._idle.pop(owner.uid, None)  # a new stream says it again from its start
             task = asyncio.create_task(self._follow(owner, pod), name=f"follow {pod.name}")
@@ -196,6 +209,7 @@ class Followers:
                         after = event.id
                         if event.type == EventType.STATE:
                             state = event.data
+                            self._report(owner, pod, state)
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError) as exc:
                 kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
                 STREAM_ERRORS.labels(kind).inc()
@@ -210,6 +224,11 @@ class Followers:
                     mirror.update(unreachable_status(mirror.conditions, f"{pod.name}: {kind}"))
                 failures += 1
                 await asyncio.sleep(backoff_delay(failures, 0.2, 5.0))
+
+    def _report(self, owner: Resource, pod: PodSeen, state: dict[str, Any]) -> None:
+        if (phase := phase_of(state.get("state", ""))) is not None:
+            self._reported[owner.label] = (pod.uid, phase)
+            self.on_report(owner.namespace)
 
     def _apply(self, mirror: Mirror, event: ServerEvent, live: bool) -> None:
         """One event into the desired status (the mirror writes it)."""

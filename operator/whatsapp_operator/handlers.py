@@ -7,12 +7,13 @@ location's StatefulSet and Service, of the resources per location."""
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from whatsapp_common.crd import APP, GROUP, LOCATION_LABEL, PLURAL, VERSION
+from whatsapp_common.crd import APP, GROUP, LOCATION_LABEL, PLURAL, ROLLOUT_PLURAL, VERSION
 from whatsapp_common.naming import session_name
 from whatsapp_common.pod_auth import PodCredentials
 
@@ -27,6 +28,8 @@ from .notices import Notices
 from .reconcile import reconcile
 from .removal import apply_deletion_policy
 from .resource import Resource, Seen
+from .rollout import Rollouts
+from .rollout_plan import RolloutSettings
 from .scope import restrict_watches, user_agent
 
 OURS = {"app.kubernetes.io/name": APP}
@@ -66,36 +69,67 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     followers.on_idle = memo.hibernation.poke
     memo.versions = {}  # (kind, name) -> the version this operator last applied or saw
+
+    async def apply(resource: Resource) -> None:
+        await redo(memo, resource, seen_objects(memo.cache, resource.location))
+
+    rollout_settings = RolloutSettings.from_env(os.environ)
+    peering = settings.peering
+    memo.rollouts = Rollouts(
+        api,
+        config,
+        rollout_settings,
+        memo.cache,
+        followers,
+        notices,
+        apply,
+        None if peering.standalone else (peering.name, peering.priority),
+    )
+    followers.on_report = memo.rollouts.wake
     if config.metrics_port:
         serve(config.metrics_port)
 
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    await memo.rollouts.close()
     await memo.followers.close()
     memo.api.close()
 
 
-def seen_objects(cache: Cache, location: str) -> dict[str, Seen | None]:
-    """The watches' picture of the location's StatefulSet, Service and keys Secret."""
+def object_keys(location: str) -> list[tuple[str, str]]:
+    """(kind, name) of the location's StatefulSet, Service and keys Secret."""
     name = session_name(location)
-    return {
-        "StatefulSet": cache.seen("StatefulSet", name),
-        "Service": cache.seen("Service", name),
-        "Secret": cache.seen("Secret", keys_secret_name(location)),
-    }
+    return [("StatefulSet", name), ("Service", name), ("Secret", keys_secret_name(location))]
+
+
+def seen_objects(cache: Cache, location: str) -> dict[str, Seen | None]:
+    """The watches' picture of the location's objects, by kind."""
+    return {kind: cache.seen(kind, name) for kind, name in object_keys(location)}
 
 
 async def run_reconcile(
     memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool = False
 ) -> dict[str, Any]:
     """Reconciles one resource, tells the followers who owns the location, and returns the
-    status fields to set."""
+    status fields to set. The StatefulSet is rendered with the fleet revision the rollout
+    gives the location, and the replicas of the freshest hibernation record.
+
+    While it runs, the drift check leaves the location's objects alone: the watch event of
+    its own write may come before the write's answer (and looked like a hand edit)."""
     resource = memo.hibernation.freshest(resource)
+    keys = object_keys(resource.location)
+    held = {key: memo.versions.pop(key) for key in keys if key in memo.versions}
     try:
-        outcome = await reconcile(memo.api, memo.config, memo.notices, resource, seen, force)
+        await memo.rollouts.ready(resource.namespace)
+        fleet = memo.rollouts.fleet_for(resource, seen.get("StatefulSet"))
+        outcome = await reconcile(memo.api, memo.config, memo.notices, resource, seen, fleet, force)
     except (ApiException, Unreachable) as exc:
+        memo.versions.update(held)
         raise handler_error(exc, f"reconciling {resource.name}") from exc
+    except BaseException:  # e.g. kopf's TemporaryError of a missing rollout CRD, a cancel
+        memo.versions.update(held)
+        raise
     for now in outcome.seen:
         memo.versions[(now.kind or "", now.name)] = now.version
     if outcome.owned:
@@ -129,6 +163,7 @@ async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def session_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     resource = memo.cache.session_event(type, body)
+    memo.rollouts.wake(resource.namespace)
     if type == "DELETED":
         memo.hibernation.forget(resource.uid)
     else:
@@ -159,6 +194,12 @@ async def reapply(memo: kopf.Memo, resource: Resource) -> None:
     await redo(memo, resource, seen_objects(memo.cache, resource.location), False)
 
 
+@kopf.on.event(GROUP, VERSION, ROLLOUT_PLURAL)
+async def rollout_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The rollout record, written by this operator or annotated by a person (an action)."""
+    memo.rollouts.observe(type, body)
+
+
 @kopf.on.event("apps", "v1", "statefulsets")
 @kopf.on.event("v1", "services")
 @kopf.on.event("v1", "secrets")
@@ -167,6 +208,8 @@ async def owned_object_changed(
 ) -> None:
     """Drift: a location's object deleted, or edited by hand, is put back at once."""
     seen = memo.cache.object_event(type, body)
+    if seen.kind == "StatefulSet":
+        memo.rollouts.wake(body.metadata.namespace)  # its pod rolled, or the rollout applied it
     label = (body.metadata.labels or {}).get(LOCATION_LABEL)
     if label is None or (body.metadata.labels or {}).get("app.kubernetes.io/name") != APP:
         return
@@ -187,10 +230,14 @@ async def owned_object_changed(
 
 
 async def redo(
-    memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool
+    memo: kopf.Memo, resource: Resource, seen: dict[str, Seen | None], force: bool = False
 ) -> None:
-    """A reconcile outside kopf's resource handlers: it writes the status itself."""
+    """A reconcile outside kopf's resource handlers: it writes the status itself (what
+    differs from the watch's picture of it)."""
     status = await run_reconcile(memo, resource, seen, force)
+    changed = {k: v for k, v in status.items() if resource.status.get(k) != v}
+    if not changed:
+        return
     await memo.api.call(
         "patch status",
         memo.api.kube.custom.patch_namespaced_custom_object_status,
@@ -199,7 +246,7 @@ async def redo(
         resource.namespace,
         PLURAL,
         resource.name,
-        {"status": status},
+        {"status": changed},
     )
 
 

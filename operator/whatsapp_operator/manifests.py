@@ -12,7 +12,9 @@ from whatsapp_common.naming import location_label, session_name
 from whatsapp_common.pod_auth import PURPOSE as POD_TOKEN
 
 from .config import OperatorConfig
-from .hibernation import HibernationSpec
+from .fleet import Fleet
+from .hibernation import HibernationSpec, asleep
+from .resource import FLEET_REVISION, Resource
 from .scope import shard_labels
 
 DATA_MOUNT = "/data"
@@ -30,18 +32,24 @@ def labels(location_id: str) -> dict[str, str]:
     return {APP_LABEL: APP, LOCATION_LABEL: location_label(location_id)}
 
 
-def object_labels(location_id: str, config: OperatorConfig) -> dict[str, str]:
+def object_labels(location_id: str, shard: str | None) -> dict[str, str]:
     """The labels of every object of the location: its selector's, and this operator's shard
     (so that the shard's own watches see them)."""
-    return {**labels(location_id), **shard_labels(config.shard)}
+    return {**labels(location_id), **shard_labels(shard)}
 
 
-def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, Any]]:
+def replicas(resource: Resource) -> int:
+    """1, or 0 when no session pod is to run: paused, or hibernating (the operator's recorded
+    decision, hibernation.py)."""
+    return 0 if resource.paused or asleep(resource) else 1
+
+
+def session_env(spec: dict[str, Any], fleet: Fleet) -> list[dict[str, Any]]:
     backup = spec.get("backup", {})
     plain = {
-        **config.pod_env,
+        **fleet.pod_env,
         "LOCATION_ID": spec["locationId"],
-        "PORT": str(config.session_port),
+        "PORT": str(fleet.session_port),
         "DATA_DIR": DATA_MOUNT,
         "BACKUP_INTERVAL_SECONDS": str(backup.get("intervalSeconds", 900)),
         "BACKUP_KEEP": str(backup.get("keep", 5)),
@@ -50,9 +58,9 @@ def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, 
         "BACKUP_KEYS_FILE": f"{KEYS_MOUNT}/BACKUP_KEYS",
         "POD_TOKENS_FILE": f"{KEYS_MOUNT}/POD_TOKENS",
     }
-    if config.scrape_tokens is not None:
+    if fleet.metrics_tokens:
         plain["METRICS_TOKENS_FILE"] = f"{KEYS_MOUNT}/METRICS_TOKENS"
-    if config.link_masters is not None:
+    if fleet.link_keys:
         plain["LINK_KEYS_FILE"] = f"{KEYS_MOUNT}/LINK_KEYS"
     hibernation = HibernationSpec.of({}, spec)
     if hibernation.enabled:  # the pod says when it is idle (session_pod/idleness.py)
@@ -67,10 +75,12 @@ def session_env(spec: dict[str, Any], config: OperatorConfig) -> list[dict[str, 
 
 
 def statefulset(
-    spec: dict[str, Any], namespace: str, config: OperatorConfig, asleep: bool = False
+    spec: dict[str, Any], namespace: str, fleet: Fleet, shard: str | None, replicas: int
 ) -> dict[str, Any]:
-    """Replicas 1 (0 when paused or `asleep`: hibernating); the volume holds the profile and
-    the delivery database and is deleted with the StatefulSet, kept when scaled to zero."""
+    """`replicas`: 1, or 0 (paused, hibernating); the volume holds the profile and the
+    delivery database and is deleted with the StatefulSet, kept when scaled to zero.
+    `fleet`: the operator's settings of the fleet revision this location is on; `shard`:
+    this operator's."""
     location = spec["locationId"]
     name = session_name(location)
     probe = {"httpGet": {"port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3}
@@ -87,11 +97,12 @@ def statefulset(
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": object_labels(location, config),
+            "labels": object_labels(location, shard),
+            "annotations": {FLEET_REVISION: fleet.revision},
         },
         "spec": {
             "serviceName": name,
-            "replicas": 0 if spec.get("paused") or asleep else 1,
+            "replicas": replicas,
             "selector": {"matchLabels": labels(location)},
             "persistentVolumeClaimRetentionPolicy": {
                 "whenDeleted": "Delete",
@@ -99,15 +110,15 @@ def statefulset(
             },
             "template": {
                 "metadata": {
-                    "labels": object_labels(location, config),
-                    "annotations": {BACKUP_KEY_NAMES: ",".join(_masters(config).names)},
+                    "labels": object_labels(location, shard),
+                    "annotations": {BACKUP_KEY_NAMES: ",".join(fleet.backup_key_names)},
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
                     # The pause container becomes PID 1 and reaps Chromium's orphans.
                     "shareProcessNamespace": True,
                     # Long enough to close the browser and upload the final backup.
-                    "terminationGracePeriodSeconds": config.termination_grace_seconds,
+                    "terminationGracePeriodSeconds": fleet.termination_grace_seconds,
                     # Pod Security "restricted": admitted where the namespace enforces it.
                     "securityContext": {
                         "runAsNonRoot": True,
@@ -119,12 +130,12 @@ def statefulset(
                     "containers": [
                         {
                             "name": "session",
-                            "image": config.image,
+                            "image": fleet.image,
                             "command": ["python3", "-m", "session_pod"],
-                            "ports": [{"name": "http", "containerPort": config.session_port}],
-                            "env": session_env(spec, config),
+                            "ports": [{"name": "http", "containerPort": fleet.session_port}],
+                            "env": session_env(spec, fleet),
                             "envFrom": [
-                                {"secretRef": {"name": config.secret_name, "optional": True}}
+                                {"secretRef": {"name": fleet.secret_name, "optional": True}}
                             ],
                             "resources": spec.get("resources", {}),
                             "readinessProbe": {
@@ -192,7 +203,7 @@ def keys_secret(spec: dict[str, Any], namespace: str, config: OperatorConfig) ->
         "metadata": {
             "name": keys_secret_name(location),
             "namespace": namespace,
-            "labels": object_labels(location, config),
+            "labels": object_labels(location, config.shard),
         },
         "type": "Opaque",
         "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
@@ -208,7 +219,7 @@ def service(spec: dict[str, Any], namespace: str, config: OperatorConfig) -> dic
         "metadata": {
             "name": session_name(location),
             "namespace": namespace,
-            "labels": object_labels(location, config),
+            "labels": object_labels(location, config.shard),
         },
         "spec": {
             "clusterIP": "None",

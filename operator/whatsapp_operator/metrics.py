@@ -43,6 +43,27 @@ HIBERNATION_STEPS = Counter(
     registry=REGISTRY,
 )
 
+ROLLOUT_LOCATIONS = Gauge(
+    "wa_operator_rollout_locations",
+    "locations of the fleet rollout by state (updated, pending, inFlight, failed, pinned)",
+    ["state"],
+    registry=REGISTRY,
+)
+ROLLOUT_HALTED = Gauge(
+    "wa_operator_rollout_halted", "1 while the fleet rollout is halted", registry=REGISTRY
+)
+ROLLOUT_FAILURES = Counter(
+    "wa_operator_rollout_failed_locations_total",
+    "locations not back within the rollout deadline",
+    registry=REGISTRY,
+)
+ROLLOUT_ERRORS = Counter(
+    "wa_operator_rollout_errors_total",
+    "rollout steps or location updates that failed (retried), by kind",
+    ["kind"],
+    registry=REGISTRY,
+)
+
 
 def serve(port: int) -> None:
     """/metrics on `port` (all addresses), from a thread of prometheus_client's."""

@@ -11,9 +11,10 @@ from whatsapp_common.naming import session_name
 from whatsapp_common.states import Phase
 
 from .config import OperatorConfig, with_defaults
+from .fleet import Fleet
 from .hibernation import asleep
 from .kube import Api
-from .manifests import keys_secret, service, statefulset
+from .manifests import keys_secret, replicas, service, statefulset
 from .metrics import CONFLICTS
 from .notices import Notices
 from .ownership import claim
@@ -35,19 +36,26 @@ async def reconcile(
     notices: Notices,
     resource: Resource,
     seen: dict[str, Seen | None],
+    fleet: Fleet | None,
     force: bool = False,
 ) -> Outcome:
     """Claims the StatefulSet first (the location's claim), then the Service and the
     location's keys Secret (its pod waits for that Secret before starting). `seen` maps
     each kind to the watch's picture of its object. A spec change changes the pod template,
-    so the pod rolls."""
-    effective = with_defaults(config.session_defaults, resource.spec)
+    so the pod rolls. `fleet`: the settings of the fleet revision the location is on
+    (rollout.py); None leaves its StatefulSet, which it owns, as it is."""
+    defaults = fleet.session_defaults if fleet is not None else config.session_defaults
+    effective = with_defaults(defaults, resource.spec)
     namespace = resource.namespace
     sleeping = asleep(resource) and not resource.paused
     known: list[Seen] = []
     wrote = False
     manifests = (
-        statefulset(effective, namespace, config, asleep=sleeping),
+        *(
+            [statefulset(effective, namespace, fleet, config.shard, replicas(resource))]
+            if fleet is not None
+            else []
+        ),
         service(effective, namespace, config),
         keys_secret(effective, namespace, config),
     )
@@ -66,12 +74,11 @@ async def reconcile(
             CONFLICTS.inc()
             return Outcome({"phase": Phase.CONFLICT, "message": message, "pod": ""}, False, known)
     name = session_name(resource.location)
-    replicas = 0 if resource.paused or sleeping else 1
     if wrote:  # a resume that finds everything in place says nothing
         notices.info(
             resource,
             Phase.PAUSED if resource.paused else "Reconciled",
-            f"StatefulSet {name} at {replicas} replicas",
+            f"StatefulSet {name} at {replicas(resource)} replicas",
         )
     status: dict[str, Any] = {"observedGeneration": resource.generation, "pod": f"{name}-0"}
     if resource.paused:

@@ -20,6 +20,7 @@ class Resource:
     created: str = ""
     deleting: bool = False
     status: dict[str, Any] = field(default_factory=dict, compare=False)
+    labels: dict[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def of(cls, body: Any) -> Resource:
@@ -33,6 +34,7 @@ class Resource:
             created=meta.get("creationTimestamp") or "",
             deleting=meta.get("deletionTimestamp") is not None,
             status=dict(body.get("status") or {}),
+            labels=dict(meta.get("labels") or {}),
         )
 
     @property
@@ -46,6 +48,11 @@ class Resource:
     @property
     def paused(self) -> bool:
         return bool(self.spec.get("paused"))
+
+    @property
+    def pinned(self) -> bool:
+        """Fleet rollouts pass this location by (its own spec changes still apply)."""
+        return bool(self.spec.get("pinned"))
 
     def body(self) -> dict[str, Any]:
         """Enough of the object for an owner reference and for Events about it."""
@@ -67,10 +74,15 @@ class Seen:
     owner: str | None  # "WhatsAppSession shop", "Deployment x"
     digest: str
     version: str  # metadata.generation when it has one, else resourceVersion
+    revision: str = ""  # a StatefulSet's fleet revision (FLEET_REVISION), "" if none
+    # A StatefulSet whose controller has seen its spec and made its pods from its template.
+    settled: bool = False
 
     @classmethod
     def of(cls, obj: Any) -> Seen:
         meta = obj["metadata"]
+        annotations = meta.get("annotations") or {}
+        status = obj.get("status") or {}
         ref = next((r for r in meta.get("ownerReferences") or [] if r.get("controller")), None)
         return cls(
             kind=obj.get("kind") or "",
@@ -78,9 +90,15 @@ class Seen:
             uid=meta["uid"],
             owner_uid=ref["uid"] if ref else None,
             owner=f"{ref['kind']} {ref['name']}" if ref else None,
-            digest=(meta.get("annotations") or {}).get(DIGEST, ""),
+            digest=annotations.get(DIGEST, ""),
             version=str(meta.get("generation") or meta.get("resourceVersion") or ""),
+            revision=annotations.get(FLEET_REVISION, ""),
+            settled=(
+                status.get("observedGeneration", 0) >= meta.get("generation", 0)
+                and status.get("updatedReplicas", 0) >= (obj.get("spec") or {}).get("replicas", 1)
+            ),
         )
 
 
 DIGEST = f"{GROUP}/applied"  # the annotation: a hash of what the operator last applied
+FLEET_REVISION = f"{GROUP}/fleet-revision"  # on a StatefulSet: its template's fleet revision

@@ -16,6 +16,7 @@ from .session_pods import TEST_MASTERS, TEST_POD_AUTH_MASTERS, authorization
 
 CRD = REPO / "crds/whatsappsessions.yaml"
 PEERING_CRD = REPO / "crds/kopf-peering.yaml"
+ROLLOUT_CRD = REPO / "crds/whatsappsessionrollouts.yaml"
 CHART = REPO / "charts/whatsapp-sessions"
 RELEASE = "whatsapp-sessions"
 OPERATOR_ACCOUNT = f"{RELEASE}-operator"
@@ -25,7 +26,7 @@ def operator_namespace(cluster: ControlPlane, prefix: str, *values: str) -> str:
     """A new namespace ready for the operator: the CRDs installed, the chart's RBAC applied
     (rendered with the `--set` `values`)."""
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    cluster.install_crds(CRD, PEERING_CRD)
+    cluster.install_crds(CRD, PEERING_CRD, ROLLOUT_CRD)
     cluster.kubectl("create", "namespace", name)
     rbac = chart_rbac(cluster, name, "operator", *values)
     cluster.kubectl("apply", "-n", name, "-f", "-", stdin=rbac)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
-from kubernetes import client, config
+from kubernetes import client, config, watch
+from urllib3.exceptions import ProtocolError
 
 from .session_pods import authorization
 
@@ -185,3 +186,49 @@ class PodStatus:
                 self._namespace, field_selector=f"metadata.name={pod}"
             ).items
         )
+
+
+class SimulatedKubelet:
+    """Makes each new pod of `addresses` (pod name -> IP) Running with its address, `delay`
+    seconds after it appears (a pod that restores and starts in that long): the pods a
+    StatefulSet makes again when its template changes or its pod is deleted."""
+
+    def __init__(
+        self, kubeconfig: str, namespace: str, addresses: dict[str, str], delay: float
+    ) -> None:
+        self._namespace, self._addresses, self._delay = namespace, addresses, delay
+        self._status = PodStatus(kubeconfig, namespace, workers=16)
+        self._core = client.CoreV1Api(config.new_client_from_config(kubeconfig))
+        self._seen: set[str] = set()
+        self._stop = threading.Event()
+        self._version = self._core.list_namespaced_pod(namespace, limit=1).metadata
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        events = watch.Watch().stream(
+            self._core.list_namespaced_pod,
+            self._namespace,
+            resource_version=self._version.resource_version,
+            timeout_seconds=3600,
+        )
+        try:
+            for event in events:
+                if self._stop.is_set():
+                    return
+                self._added(event["type"], event["object"])
+        except (ProtocolError, client.ApiException):
+            if not self._stop.is_set():  # the cluster going away once stopped is no error
+                raise
+
+    def _added(self, type_: str, pod: Any) -> None:
+        name = pod.metadata.name
+        if type_ != "ADDED" or pod.metadata.uid in self._seen or name not in self._addresses:
+            return
+        self._seen.add(pod.metadata.uid)
+        timer = threading.Timer(self._delay, self._status.running, (name, self._addresses[name]))
+        timer.daemon = True
+        timer.start()
+
+    def stop(self) -> None:
+        self._stop.set()

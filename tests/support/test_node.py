@@ -27,7 +27,10 @@ containers as local processes (own process group, cwd = the repository, stdout+s
   (`/data/profile` -> `work_dir/pvc/ns/data-web-0/profile`; `subPath` honoured).
 - Probes (`httpGet`, `tcpSocket`) run against the pod IP with min(periodSeconds, 1) as period
   and the spec's timeout, thresholds and initial delay: readiness makes the container Ready,
-  a failed liveness or startup probe restarts it. A container that exits is restarted after
+  a failed liveness or startup probe restarts it. A liveness or startup probe's failure
+  threshold is scaled by the shortened period, so a container gets as long as kubelet would
+  give it before a restart (on a loaded machine, a Python program may need more than 3 s to
+  start listening). A container that exits is restarted after
   a short backoff (restartPolicy Always); `restartCount` counts both.
 - A pod with a deletionTimestamp gets SIGTERM (its main process, like a container's PID 1),
   then SIGKILL of the whole process group after its grace period, and its object is deleted
@@ -41,6 +44,7 @@ import contextlib
 import datetime
 import itertools
 import logging
+import math
 import os
 import random
 import re
@@ -117,7 +121,8 @@ def _expand(text: str, env: dict[str, str]) -> str:
 class _Probe:
     """One probe's schedule and consecutive results."""
 
-    def __init__(self, spec: Json, ports: dict[str, int]) -> None:
+    def __init__(self, spec: Json, ports: dict[str, int], restarts: bool = False) -> None:
+        """`restarts`: a liveness or startup probe, whose failures restart the container."""
         if not {"httpGet", "tcpSocket"} & spec.keys():
             raise ConfigError(f"the test node runs httpGet and tcpSocket probes only: {spec}")
         self.spec = spec
@@ -125,6 +130,9 @@ class _Probe:
         self.period = min(spec.get("periodSeconds", 10), 1)
         self.timeout = spec.get("timeoutSeconds", 1)
         self.failure_threshold = spec.get("failureThreshold", 3)
+        if restarts:  # kubelet's time budget before a restart, at the shorter period
+            scale = spec.get("periodSeconds", 10) / self.period
+            self.failure_threshold = math.ceil(self.failure_threshold * scale)
         self.success_threshold = spec.get("successThreshold", 1)
         self.due = time.monotonic() + spec.get("initialDelaySeconds", 0)
         self.passing = False
@@ -309,7 +317,9 @@ class _Pod:
                 self.volumes = self._mount_volumes()
             argv, env = self._process_config(container.spec)
             probes = {
-                kind: _Probe(container.spec[kind], self._ports(container.spec))
+                kind: _Probe(
+                    container.spec[kind], self._ports(container.spec), kind != "readinessProbe"
+                )
                 for kind in ("startupProbe", "livenessProbe", "readinessProbe")
                 if kind in container.spec
             }
