@@ -31,7 +31,7 @@ class Settings:
     whatsapp_web_url: str = "https://web.whatsapp.com/"
     inject_wajs: bool = True
     wajs_bundle: Path = DEFAULT_WAJS_BUNDLE
-    chromium_path: str = "/usr/bin/chromium"
+    chromium_path: str = "/usr/lib/chromium/chromium-headless-shell"
     chromium_extra_args: tuple[str, ...] = ()
     device_name: str = "WhatsApp Sessions"
     archive_after_send: bool = True
@@ -42,6 +42,8 @@ class Settings:
     relaunch_backoff_max: float = 30.0
     relaunch_max_attempts: int = 5
     health_check_interval: float = 5.0
+    browser_memory_limit_mb: float = 0.0  # 0: never recycled for its memory
+    browser_memory_check_interval: float = 60.0
     sync_poll_interval: float = 1.0
     send_rate_per_minute: float = 60.0
     send_wait: float = 10.0
@@ -116,6 +118,15 @@ class Settings:
             ),
             health_check_interval=env_number(
                 env, "HEALTH_CHECK_INTERVAL_SECONDS", cls.health_check_interval, minimum=0.1
+            ),
+            browser_memory_limit_mb=env_number(
+                env, "BROWSER_MEMORY_LIMIT_MB", cls.browser_memory_limit_mb, minimum=0
+            ),
+            browser_memory_check_interval=env_number(
+                env,
+                "BROWSER_MEMORY_CHECK_INTERVAL_SECONDS",
+                cls.browser_memory_check_interval,
+                minimum=0.1,
             ),
             sync_poll_interval=env_number(
                 env, "SYNC_POLL_INTERVAL_SECONDS", cls.sync_poll_interval, minimum=0.05

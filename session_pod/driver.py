@@ -42,6 +42,25 @@ CHROMIUM_ARGS = [
     # one after WhatsApp Web has loaded (benchmarks/session_pod_levers.py: one renderer less).
     "--disable-features=SpareRendererForSitePerProcess",
 ]
+# Chromium reads only the last of each of these switches: lists given twice are merged.
+LIST_SWITCHES = ("--disable-features=", "--enable-features=")
+
+
+def chromium_args(extra: tuple[str, ...] | list[str]) -> list[str]:
+    """The pod's flags, then CHROMIUM_EXTRA_ARGS; the feature lists of both in one switch."""
+    args: list[str] = []
+    features: dict[str, list[str]] = {}
+    for arg in [*CHROMIUM_ARGS, *extra]:
+        switch = next((s for s in LIST_SWITCHES if arg.startswith(s)), None)
+        if switch is None:
+            args.append(arg)
+            continue
+        if switch not in features:
+            features[switch] = []
+            args.append(switch)  # its place; the merged list is filled in below
+        merged = features[switch]
+        merged += [f for f in arg[len(switch) :].split(",") if f and f not in merged]
+    return [arg + ",".join(features[arg]) if arg in features else arg for arg in args]
 
 
 LAUNCH_SLACK_SECONDS = 15
@@ -137,7 +156,7 @@ class WhatsAppWebDriver:
             settings.profile_dir,
             executable_path=settings.chromium_path,
             headless=True,
-            args=[*CHROMIUM_ARGS, *settings.chromium_extra_args],
+            args=chromium_args(settings.chromium_extra_args),
             user_agent=user_agent,
             # As wa-js's tools and WPPConnect do: WhatsApp Web's service worker serves a cached
             # app and holds caches we never back up.

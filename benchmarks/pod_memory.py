@@ -1,0 +1,175 @@
+"""What a session pod costs in memory, measured so that other programs do not move the figure.
+
+Two views of the same pod:
+
+- per process (psutil, from /proc/PID/smaps_rollup): USS (pages only this process maps:
+  what killing it frees), PSS (each shared page divided among the processes mapping it,
+  so other Chromiums on the machine lower it) and RSS (every resident page it maps, shared
+  ones counted in full), grouped by role: `python`, `driver` (Playwright's node), and the
+  Chromium processes by type (`browser`, `renderer`, `gpu`, `utility:network`, `zygote`, ...);
+- the pod's own memory cgroup, as a container's: the pod process is started inside it, so
+  every page its processes allocate is charged to it. `anon` (heaps, JIT, shared memory
+  between Chromium's processes) is the pod's alone; `file` is page cache the pod touched
+  first (a library page another program had already read stays charged to that program).
+
+The cgroup is a child of the benchmark's own (cgroup v1 `memory` or v2), removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROLES = ("python", "driver", "browser", "renderer", "gpu", "utility", "zygote")
+
+
+def role_of(process: psutil.Process) -> str:
+    """`python`, `driver`, or the Chromium process type (`renderer`, `utility:network`...)."""
+    name, cmdline = process.name(), process.cmdline()
+    if name.startswith("node"):
+        return "driver"
+    if name.startswith("python"):
+        return "python"
+    kind = next((arg[7:] for arg in cmdline if arg.startswith("--type=")), None)
+    if kind is None:
+        return "browser" if "chrom" in name or "headless" in name else name
+    if kind == "gpu-process":
+        return "gpu"
+    if kind == "utility":
+        sub = next((a.split("=", 1)[1] for a in cmdline if a.startswith("--utility-sub-type=")), "")
+        return f"utility:{sub.split('.')[-1].removesuffix('Service').lower() or '?'}"
+    return kind
+
+
+@dataclass
+class ProcessMemory:
+    role: str
+    pid: int
+    uss: int
+    pss: int
+    rss: int
+
+
+@dataclass
+class CgroupMemory:
+    total: int  # what the kernel charges the cgroup (v1 usage_in_bytes, v2 memory.current)
+    anon: int
+    file: int
+
+
+@dataclass
+class PodMemory:
+    processes: list[ProcessMemory]
+    cgroup: CgroupMemory | None = None
+    load: tuple[float, float, float] = field(default_factory=os.getloadavg)
+
+    def total(self, measure: str) -> float:
+        return sum(getattr(p, measure) for p in self.processes) / 2**20
+
+    def by_role(self) -> dict[str, list[ProcessMemory]]:
+        roles: dict[str, list[ProcessMemory]] = {}
+        for process in sorted(self.processes, key=lambda p: p.role):
+            roles.setdefault(process.role, []).append(process)
+        return roles
+
+    def report(self, title: str) -> str:
+        """One block: the whole pod, the cgroup, then each role (MB, process count)."""
+        mb = 2**20
+        lines = [
+            f"{title}: whole pod PSS {self.total('pss'):.0f} MB, USS {self.total('uss'):.0f} MB,"
+            f" RSS {self.total('rss'):.0f} MB ({len(self.processes)} processes;"
+            f" load {self.load[0]:.2f})"
+        ]
+        if self.cgroup is not None:
+            c = self.cgroup
+            lines.append(
+                f"  cgroup: {c.total / mb:.0f} MB charged (anon {c.anon / mb:.0f} MB,"
+                f" file {c.file / mb:.0f} MB)"
+            )
+        for role, processes in self.by_role().items():
+            sums = {m: sum(getattr(p, m) for p in processes) / mb for m in ("pss", "uss", "rss")}
+            lines.append(
+                f"  {role:<18} x{len(processes)}  PSS {sums['pss']:6.1f}  USS {sums['uss']:6.1f}"
+                f"  RSS {sums['rss']:6.1f}"
+            )
+        return "\n".join(lines)
+
+
+def measure_tree(root_pid: int, cgroup: PodCgroup | None = None) -> PodMemory:
+    """Every process of the tree under `root_pid` (the pod process included)."""
+    root = psutil.Process(root_pid)
+    processes = []
+    for process in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            info = process.memory_full_info()
+            processes.append(
+                ProcessMemory(role_of(process), process.pid, info.uss, info.pss, info.rss)
+            )
+    return PodMemory(processes, cgroup.read() if cgroup else None)
+
+
+class PodCgroup:
+    """A memory cgroup of its own for one pod, a child of this process's cgroup."""
+
+    def __init__(self, name: str) -> None:
+        self.version, parent = _own_memory_cgroup()
+        self.path = parent / f"{name}-{os.getpid()}"
+        self.path.mkdir()
+
+    @classmethod
+    def available(cls, name: str) -> PodCgroup | None:
+        """None where cgroups cannot be created here (read-only /sys/fs/cgroup, no memory
+        controller): the benchmark then reports processes only."""
+        try:
+            return cls(name)
+        except (OSError, LookupError):
+            return None
+
+    def join(self) -> None:
+        """Moves the calling process in: a subprocess's preexec_fn, so the pod is born here."""
+        (self.path / "cgroup.procs").write_text("0")
+
+    def read(self) -> CgroupMemory:
+        stat = dict(
+            (key, int(value))
+            for key, value in (
+                line.split() for line in (self.path / "memory.stat").read_text().splitlines()
+            )
+        )
+        if self.version == 1:
+            total = int((self.path / "memory.usage_in_bytes").read_text())
+            return CgroupMemory(total, stat["rss"] + stat["shmem"], stat["cache"] - stat["shmem"])
+        total = int((self.path / "memory.current").read_text())
+        return CgroupMemory(total, stat["anon"] + stat["shmem"], stat["file"] - stat["shmem"])
+
+    def remove(self) -> None:
+        """Removes the cgroup once its processes are gone (waits briefly for stragglers)."""
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+
+def _own_memory_cgroup() -> tuple[int, Path]:
+    """(cgroup version, directory) of this process's memory cgroup."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return 1, Path("/sys/fs/cgroup/memory") / path.lstrip("/")
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        hierarchy, _, path = line.split(":", 2)
+        directory = Path("/sys/fs/cgroup") / path.lstrip("/")
+        controllers = directory / "cgroup.controllers"
+        if hierarchy == "0" and controllers.exists() and "memory" in controllers.read_text():
+            return 2, directory
+    raise LookupError("no memory cgroup")
