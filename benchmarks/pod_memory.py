@@ -1,12 +1,20 @@
 """What a session pod costs in memory, measured so that other programs do not move the figure.
 
-Two views of the same pod:
+Three views of the same pod:
 
-- per process (psutil, from /proc/PID/smaps_rollup): USS (pages only this process maps:
-  what killing it frees), PSS (each shared page divided among the processes mapping it,
-  so other Chromiums on the machine lower it) and RSS (every resident page it maps, shared
-  ones counted in full), grouped by role: `python`, `driver` (Playwright's node), and the
-  Chromium processes by type (`browser`, `renderer`, `gpu`, `utility:network`, `zygote`, ...);
+- per process, as the kernel reports it (psutil, /proc/PID/smaps_rollup): USS (pages no
+  other process maps), PSS (each page divided among every process on the machine mapping
+  it) and RSS (every resident page it maps, in full), grouped by role: `python`, `driver`
+  (Playwright's node), and the Chromium processes by type (`browser`, `renderer`, `gpu`,
+  `utility:network`, `zygote`, ...). Another Chromium or node on the machine maps the same
+  binary and library pages, which lowers this pod's PSS and USS: they depend on what else
+  runs;
+- per process, counted within the pod (`pod PSS`, from /proc/PID/pagemap, root only): each
+  resident page divided among the pod's own processes that map it, as PSS would be with the
+  pod alone on the machine; the pod's sum is its distinct resident pages. Split into `own`
+  (anonymous and shared memory: heaps, JIT code, Chromium's IPC buffers, the pod's alone)
+  and `file` (binaries, libraries, fonts: shared with any program mapping the same files,
+  on a node the other session pods). Other programs do not move it;
 - the pod's own memory cgroup, as a container's: the pod process is started inside it, so
   every page its processes allocate is charged to it. `anon` (heaps, JIT, shared memory
   between Chromium's processes) is the pod's alone; `file` is page cache the pod touched
@@ -17,9 +25,12 @@ The cgroup is a child of the benchmark's own (cgroup v1 `memory` or v2), removed
 
 from __future__ import annotations
 
+import array
 import contextlib
 import os
+import re
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +57,12 @@ def role_of(process: psutil.Process) -> str:
     return kind
 
 
+PAGE = os.sysconf("SC_PAGE_SIZE")
+PRESENT, PFN_MASK = 1 << 63, (1 << 55) - 1
+SHARED_MEMORY = ("/dev/shm/", "/memfd:", "/SYSV")  # shared memory, not a file's pages
+VMA = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s*(.*)$")
+
+
 @dataclass
 class ProcessMemory:
     role: str
@@ -53,6 +70,13 @@ class ProcessMemory:
     uss: int
     pss: int
     rss: int
+    pod_pss: float = 0.0  # its pages, each divided among the pod's processes mapping it
+    pod_own: float = 0.0  # the anonymous and shared-memory part of pod_pss
+
+    @property
+    def pod_file(self) -> float:
+        """The part of pod_pss in files' pages (binaries, libraries, fonts)."""
+        return self.pod_pss - self.pod_own
 
 
 @dataclass
@@ -69,6 +93,7 @@ class PodMemory:
     load: tuple[float, float, float] = field(default_factory=os.getloadavg)
 
     def total(self, measure: str) -> float:
+        """MB over every process: one of MEASURES."""
         return sum(getattr(p, measure) for p in self.processes) / 2**20
 
     def by_role(self) -> dict[str, list[ProcessMemory]]:
@@ -81,9 +106,11 @@ class PodMemory:
         """One block: the whole pod, the cgroup, then each role (MB, process count)."""
         mb = 2**20
         lines = [
-            f"{title}: whole pod PSS {self.total('pss'):.0f} MB, USS {self.total('uss'):.0f} MB,"
-            f" RSS {self.total('rss'):.0f} MB ({len(self.processes)} processes;"
-            f" load {self.load[0]:.2f})"
+            f"{title}: whole pod {self.total('pod_pss'):.0f} MB counted within the pod (own"
+            f" {self.total('pod_own'):.0f}, files {self.total('pod_file'):.0f});"
+            f" as the kernel reports it: PSS {self.total('pss'):.0f} MB, USS"
+            f" {self.total('uss'):.0f} MB, RSS {self.total('rss'):.0f} MB"
+            f" ({len(self.processes)} processes; load {self.load[0]:.2f})"
         ]
         if self.cgroup is not None:
             c = self.cgroup
@@ -92,25 +119,61 @@ class PodMemory:
                 f" file {c.file / mb:.0f} MB)"
             )
         for role, processes in self.by_role().items():
-            sums = {m: sum(getattr(p, m) for p in processes) / mb for m in ("pss", "uss", "rss")}
+            sums = {m: sum(getattr(p, m) for p in processes) / mb for m in MEASURES}
             lines.append(
-                f"  {role:<18} x{len(processes)}  PSS {sums['pss']:6.1f}  USS {sums['uss']:6.1f}"
+                f"  {role:<18} x{len(processes)}  pod PSS {sums['pod_pss']:6.1f} (own"
+                f" {sums['pod_own']:6.1f})  PSS {sums['pss']:6.1f}  USS {sums['uss']:6.1f}"
                 f"  RSS {sums['rss']:6.1f}"
             )
         return "\n".join(lines)
 
 
+MEASURES = ("pod_pss", "pod_own", "pod_file", "pss", "uss", "rss")
+
+
 def measure_tree(root_pid: int, cgroup: PodCgroup | None = None) -> PodMemory:
     """Every process of the tree under `root_pid` (the pod process included)."""
     root = psutil.Process(root_pid)
-    processes = []
+    processes, pages = [], {}
     for process in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
             info = process.memory_full_info()
+            pages[process.pid] = resident_pages(process.pid)
             processes.append(
                 ProcessMemory(role_of(process), process.pid, info.uss, info.pss, info.rss)
             )
+    mappers = Counter(pfn for own in pages.values() for pfn in own)
+    for process in processes:
+        own = pages[process.pid]
+        process.pod_pss = sum(PAGE / mappers[pfn] for pfn in own)
+        process.pod_own = sum(PAGE / mappers[pfn] for pfn, anon in own.items() if anon)
     return PodMemory(processes, cgroup.read() if cgroup else None)
+
+
+def resident_pages(pid: int) -> dict[int, bool]:
+    """Page frame -> anonymous or shared memory (else a file's page), of every resident page
+    the process maps (/proc/PID/smaps for the regions holding any, pagemap for their frames:
+    root only)."""
+    found: dict[int, bool] = {}
+    regions = []
+    region: tuple[int, int, bool] | None = None
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        if match := VMA.match(line):
+            start, end, inode, path = match.groups()
+            is_file = inode != "0" and path.startswith("/") and not path.startswith(SHARED_MEMORY)
+            region = (int(start, 16), int(end, 16), not is_file)
+        elif line.startswith("Rss:") and region and int(line.split()[1]) > 0:
+            regions.append(region)
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for start, end, anon in regions:
+            entries = array.array("Q")
+            entries.frombytes(
+                os.pread(pagemap.fileno(), (end - start) // PAGE * 8, start // PAGE * 8)
+            )
+            for entry in entries:
+                if entry & PRESENT:
+                    found[entry & PFN_MASK] = anon
+    return found
 
 
 class PodCgroup:

@@ -2,7 +2,9 @@
 
 Links one profile, then starts the pod on it once per lever (environment variables of the
 pod, on top of its defaults) in a memory cgroup of its own, and prints one table: start to
-ready, the whole pod's PSS, USS and RSS, the cgroup's charge (anon, file), and the processes.
+ready, the whole pod's memory counted within the pod (its own memory + files' pages; see
+benchmarks/pod_memory.py), PSS, USS and RSS as the kernel reports them, the cgroup's charge
+(its anonymous part), and the processes.
 `--detail` adds each lever's per-role breakdown. Run from the repository root:
     python -m benchmarks.session_pod_levers [--starts 3] [--lever NAME ...] [--detail]
 """
@@ -20,11 +22,9 @@ from benchmarks.pod_memory import PodCgroup, PodMemory, measure_tree
 from tests.support.session_pods import SessionPod, new_phone, start_double
 
 FULL_CHROMIUM = "/usr/lib/chromium/chromium"
-SPARE_RENDERER_ON = "--enable-features=SpareRendererForSitePerProcess"
 LEVERS: dict[str, dict[str, str]] = {
     "defaults": {},  # the pod's defaults (config.py, driver.py)
     "full chromium (before)": {"CHROMIUM_PATH": FULL_CHROMIUM},
-    "spare renderer on": {"CHROMIUM_EXTRA_ARGS": SPARE_RENDERER_ON},
     "renderer limit 1": {"CHROMIUM_EXTRA_ARGS": "--renderer-process-limit=1"},
     "no zygote": {"CHROMIUM_EXTRA_ARGS": "--no-zygote"},
     "GPU in process": {"CHROMIUM_EXTRA_ARGS": "--in-process-gpu"},
@@ -35,9 +35,11 @@ LEVERS: dict[str, dict[str, str]] = {
     "site isolation off": {
         "CHROMIUM_EXTRA_ARGS": "--disable-site-isolation-trials --disable-features=IsolateOrigins"
     },
-    "V8 lite mode": {"CHROMIUM_EXTRA_ARGS": "--js-flags=--lite-mode"},
-    "driver heap 64 MB": {"NODE_OPTIONS": "--max-old-space-size=64"},
+    "V8 lite mode (renderer)": {"CHROMIUM_EXTRA_ARGS": "--js-flags=--lite-mode"},
+    "driver old space 64 MB": {"NODE_OPTIONS": "--max-old-space-size=64"},
     "driver semi-space 1 MB": {"NODE_OPTIONS": "--max-semi-space-size=1"},
+    "driver optimize for size": {"NODE_OPTIONS": "--optimize-for-size"},
+    "driver jitless": {"NODE_OPTIONS": "--jitless"},
 }
 
 
@@ -67,8 +69,8 @@ def main() -> None:
     double_program, double = start_double(work / "double.log")
     print(f"load before: {os.getloadavg()[0]:.2f}; medians of {args.starts} start(s); MB")
     print(
-        f"| {'lever':<28} | ready s | PSS | USS | RSS | cgroup (anon+file) | processes |\n"
-        f"| {'-' * 28} | --- | --- | --- | --- | --- | --- |",
+        f"| {'lever':<28} | ready s | pod PSS (own+files) | PSS | USS | RSS | cgroup (anon)"
+        f" | processes |\n| {'-' * 28} | --- | --- | --- | --- | --- | --- | --- |",
         flush=True,
     )
     try:
@@ -84,14 +86,17 @@ def main() -> None:
 
             cgroup = ""
             if all(m.cgroup for m in memory):
+                total = median([m.cgroup.total / 2**20 for m in memory if m.cgroup])
                 anon = median([m.cgroup.anon / 2**20 for m in memory if m.cgroup])
-                file = median([m.cgroup.file / 2**20 for m in memory if m.cgroup])
-                cgroup = f"{anon + file:.0f} ({anon:.0f}+{file:.0f})"
+                cgroup = f"{total:.0f} ({anon:.0f})"
+            own = median([m.total("pod_own") for m in memory])
+            files = median([m.total("pod_file") for m in memory])
             roles = ", ".join(
                 f"{role} {len(ps)}" for role, ps in memory[-1].by_role().items() if role
             )
             print(
                 f"| {lever:<28} | {median([r for r, _ in runs]):.2f} "
+                f"| {median([m.total('pod_pss') for m in memory]):.0f} ({own:.0f}+{files:.0f}) "
                 f"| {median([m.total('pss') for m in memory]):.0f} "
                 f"| {median([m.total('uss') for m in memory]):.0f} "
                 f"| {median([m.total('rss') for m in memory]):.0f} | {cgroup} | {roles} |",

@@ -44,13 +44,26 @@ CHROMIUM_ARGS = [
 ]
 # Chromium reads only the last of each of these switches: lists given twice are merged.
 LIST_SWITCHES = ("--disable-features=", "--enable-features=")
+# Playwright 1.65.2 passes both itself (chromiumSwitches in its driver's coreBundle.js); a
+# second one of ours would replace its list, so these are left out of its defaults
+# (ignore_default_args) and merged into ours. tests/test_session_pod_lifecycle.py reads the
+# browser's command line: a Playwright that changes them fails it.
+PLAYWRIGHT_FEATURE_SWITCHES = (
+    "--disable-features=AvoidUnnecessaryBeforeUnloadCheckSync,DestroyProfileOnBrowserClose,"
+    "HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,LensOverlay,MediaRouter,PaintHolding,"
+    "ThirdPartyStoragePartitioning,AvoidCorsURLLoaderRestartOnRedirect,TcpPortRandomizationWin,"
+    "OptimizationHints,NetworkTimeServiceQuerying,AimEnabled,PreconnectToSearch,"
+    "msForceBrowserSignIn,msEdgeUpdateLaunchServicesPreferredVersion",
+    "--enable-features=CDPScreenshotNewSurface,SkipListAccountsWithoutGaiaCookies",
+)
 
 
 def chromium_args(extra: tuple[str, ...] | list[str]) -> list[str]:
-    """The pod's flags, then CHROMIUM_EXTRA_ARGS; the feature lists of both in one switch."""
+    """Playwright's feature lists, the pod's flags, then CHROMIUM_EXTRA_ARGS; the feature
+    lists of all three merged, one switch each."""
     args: list[str] = []
     features: dict[str, list[str]] = {}
-    for arg in [*CHROMIUM_ARGS, *extra]:
+    for arg in [*PLAYWRIGHT_FEATURE_SWITCHES, *CHROMIUM_ARGS, *extra]:
         switch = next((s for s in LIST_SWITCHES if arg.startswith(s)), None)
         if switch is None:
             args.append(arg)
@@ -157,6 +170,7 @@ class WhatsAppWebDriver:
             executable_path=settings.chromium_path,
             headless=True,
             args=chromium_args(settings.chromium_extra_args),
+            ignore_default_args=list(PLAYWRIGHT_FEATURE_SWITCHES),
             user_agent=user_agent,
             # As wa-js's tools and WPPConnect do: WhatsApp Web's service worker serves a cached
             # app and holds caches we never back up.

@@ -136,12 +136,27 @@ def test_sigterm_closes_the_browser_and_exits_within_seconds(
 def test_chromium_extra_args_reach_the_browser_and_no_spare_renderer_waits(
     start_pod: StartPod, double: Double
 ) -> None:
-    pod = start_pod(CHROMIUM_EXTRA_ARGS="--renderer-process-limit=4 --disable-breakpad")
+    """Chromium reads the last --disable-features only: Playwright's list, the pod's and
+    CHROMIUM_EXTRA_ARGS' reach it as one."""
+    pod = start_pod(
+        CHROMIUM_EXTRA_ARGS="--renderer-process-limit=4 --disable-breakpad"
+        " --disable-features=Translate --enable-features=NetworkServiceInProcess2"
+    )
     pod.link(double, new_phone())
     browser = next(p for p in chromium_processes(pod) if "--type=" not in " ".join(p.cmdline()))
     cmdline = browser.cmdline()
     assert "--renderer-process-limit=4" in cmdline
     assert "--disable-breakpad" in cmdline
-    assert "--disable-features=SpareRendererForSitePerProcess" in " ".join(cmdline)
+    disabled = [a for a in cmdline if a.startswith("--disable-features=")]
+    enabled = [a for a in cmdline if a.startswith("--enable-features=")]
+    assert len(disabled) == 1 and len(enabled) == 1, cmdline
+    disabled_features = disabled[0].split("=", 1)[1].split(",")
+    # Playwright's own (HttpsUpgrades...), the pod's, the extra one
+    assert {"HttpsUpgrades", "SpareRendererForSitePerProcess", "Translate"} <= set(
+        disabled_features
+    )
+    assert {"CDPScreenshotNewSurface", "NetworkServiceInProcess2"} <= set(
+        enabled[0].split("=", 1)[1].split(",")
+    )
     renderers = [p for p in chromium_processes(pod) if "--type=renderer" in " ".join(p.cmdline())]
     assert len(renderers) <= 2, [p.cmdline()[-3:] for p in renderers]

@@ -20,7 +20,7 @@ import requests
 
 from session_pod.browser_memory import browser_tree_bytes, descendants
 from session_pod.config import ConfigError, Settings
-from session_pod.driver import chromium_args
+from session_pod.driver import PLAYWRIGHT_FEATURE_SWITCHES, chromium_args
 from session_pod.gate import OperationGate
 from tests.support.job_queue import JobQueue
 from tests.support.processes import wait_until
@@ -30,17 +30,21 @@ from tests.support.session_pods import Double, SessionPod, location_keys, new_ph
 StartPod = Callable[..., SessionPod]
 
 
-def test_extra_feature_lists_are_merged_with_the_pods_own() -> None:
-    """Chromium honours only the last --disable-features: CHROMIUM_EXTRA_ARGS' own list must
-    not switch the pod's (the spare renderer) back on."""
+def test_feature_lists_are_merged_playwrights_the_pods_and_the_extra_ones() -> None:
+    """Chromium honours only the last --disable-features: neither CHROMIUM_EXTRA_ARGS' list
+    nor the pod's may switch Playwright's or the pod's back on."""
     args = chromium_args(
         ["--disable-features=Translate,SpareRendererForSitePerProcess", "--no-zygote"]
     )
-    disabled = [a for a in args if a.startswith("--disable-features=")]
-    assert disabled == ["--disable-features=SpareRendererForSitePerProcess,Translate"]
+    disabled = [a.split("=", 1)[1].split(",") for a in args if a.startswith("--disable-features")]
+    assert len(disabled) == 1
+    playwrights = PLAYWRIGHT_FEATURE_SWITCHES[0].split("=", 1)[1].split(",")
+    assert disabled[0] == [*playwrights, "SpareRendererForSitePerProcess", "Translate"]
     assert "--no-zygote" in args and "--no-sandbox" in args
     enabled = chromium_args(["--enable-features=A", "--enable-features=B,A"])
-    assert [a for a in enabled if a.startswith("--enable-features=")] == ["--enable-features=A,B"]
+    assert [a for a in enabled if a.startswith("--enable-features=")] == [
+        PLAYWRIGHT_FEATURE_SWITCHES[1] + ",A,B"
+    ]
 
 
 def test_the_memory_limit_is_configured_in_megabytes() -> None:
