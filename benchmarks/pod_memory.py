@@ -58,8 +58,9 @@ def role_of(process: psutil.Process) -> str:
 
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-PRESENT, PFN_MASK = 1 << 63, (1 << 55) - 1
-SHARED_MEMORY = ("/dev/shm/", "/memfd:", "/SYSV")  # shared memory, not a file's pages
+# pagemap: page present, page of a file or shared (else private anonymous), page frame
+PRESENT, FILE_OR_SHARED, PFN_MASK = 1 << 63, 1 << 61, (1 << 55) - 1
+SHARED_MEMORY = ("/dev/shm/", "/memfd:", "/SYSV", "/dev/zero")  # memory, not a file's pages
 VMA = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s*(.*)$")
 
 
@@ -151,9 +152,9 @@ def measure_tree(root_pid: int, cgroup: PodCgroup | None = None) -> PodMemory:
 
 
 def resident_pages(pid: int) -> dict[int, bool]:
-    """Page frame -> anonymous or shared memory (else a file's page), of every resident page
-    the process maps (/proc/PID/smaps for the regions holding any, pagemap for their frames:
-    root only)."""
+    """Page frame -> the process's own memory (private anonymous pages, copies of a file's
+    pages it wrote, shared memory), else a file's page; of every resident page it maps
+    (/proc/PID/smaps for the regions holding any, pagemap for their frames: root only)."""
     found: dict[int, bool] = {}
     regions = []
     region: tuple[int, int, bool] | None = None
@@ -161,18 +162,18 @@ def resident_pages(pid: int) -> dict[int, bool]:
         if match := VMA.match(line):
             start, end, inode, path = match.groups()
             is_file = inode != "0" and path.startswith("/") and not path.startswith(SHARED_MEMORY)
-            region = (int(start, 16), int(end, 16), not is_file)
+            region = (int(start, 16), int(end, 16), not is_file or path.endswith("(deleted)"))
         elif line.startswith("Rss:") and region and int(line.split()[1]) > 0:
             regions.append(region)
     with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
-        for start, end, anon in regions:
+        for start, end, memory in regions:
             entries = array.array("Q")
             entries.frombytes(
                 os.pread(pagemap.fileno(), (end - start) // PAGE * 8, start // PAGE * 8)
             )
             for entry in entries:
                 if entry & PRESENT:
-                    found[entry & PFN_MASK] = anon
+                    found[entry & PFN_MASK] = memory or not entry & FILE_OR_SHARED
     return found
 
 
