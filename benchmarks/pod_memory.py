@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import itertools
 import os
 import re
 import time
@@ -134,21 +135,32 @@ MEASURES = ("pod_pss", "pod_own", "pod_file", "pss", "uss", "rss")
 
 def measure_tree(root_pid: int, cgroup: PodCgroup | None = None) -> PodMemory:
     """Every process of the tree under `root_pid` (the pod process included)."""
-    root = psutil.Process(root_pid)
-    processes, pages = [], {}
-    for process in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
-            info = process.memory_full_info()
-            pages[process.pid] = resident_pages(process.pid)
-            processes.append(
-                ProcessMemory(role_of(process), process.pid, info.uss, info.pss, info.rss)
-            )
+    return measure_pods([root_pid], [cgroup])[0]
+
+
+def measure_pods(root_pids: list[int], cgroups: list[PodCgroup | None]) -> list[PodMemory]:
+    """Several pods measured together: `pod_pss` divides each page among the processes of
+    all of them that map it (pods on one node share their binaries' pages)."""
+    trees, pages = [], {}
+    for root_pid in root_pids:
+        root, tree = psutil.Process(root_pid), []
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+                info = process.memory_full_info()
+                pages[process.pid] = resident_pages(process.pid)
+                tree.append(
+                    ProcessMemory(role_of(process), process.pid, info.uss, info.pss, info.rss)
+                )
+        trees.append(tree)
     mappers = Counter(pfn for own in pages.values() for pfn in own)
-    for process in processes:
+    for process in itertools.chain(*trees):
         own = pages[process.pid]
         process.pod_pss = sum(PAGE / mappers[pfn] for pfn in own)
         process.pod_own = sum(PAGE / mappers[pfn] for pfn, anon in own.items() if anon)
-    return PodMemory(processes, cgroup.read() if cgroup else None)
+    return [
+        PodMemory(tree, cgroup.read() if cgroup else None)
+        for tree, cgroup in zip(trees, cgroups, strict=True)
+    ]
 
 
 def resident_pages(pid: int) -> dict[int, bool]:

@@ -3,7 +3,8 @@
 Prints: start-to-ready time of an already linked profile, /send_message latency (p50/p99)
 and throughput through one session, and the memory of the whole pod (every process by role:
 the Python process, the Playwright driver, every Chromium process; and the pod's own memory
-cgroup, see benchmarks/pod_memory.py): idle, after N messages, and, with --traffic-minutes,
+cgroup, see benchmarks/pod_memory.py): idle, idle beside --fleet - 1 more linked pods (what
+each costs when pods share a node's binaries), after N messages, and, with --traffic-minutes,
 during simulated traffic (customers writing, the pod sending, acks coming back, webhooks to
 a receiver standing in for Rails) sampled every --sample-minutes. Run from the repository
 root:
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import requests
 
-from benchmarks.pod_memory import PodCgroup, measure_tree
+from benchmarks.pod_memory import PodCgroup, measure_pods, measure_tree
 from session_pod.config import Settings
 from tests.support.processes import wait_until
 from tests.support.rails import RailsReceiver
@@ -58,9 +59,8 @@ class Bench:
         self.stop()
         self.cgroup = PodCgroup.available("pod-bench")
         started = time.monotonic()
-        self.pod = SessionPod(
-            "bench", self.work / "pod", self.double, self.env, self.cgroup and self.cgroup.join
-        )
+        join = self.cgroup.join if self.cgroup else None
+        self.pod = SessionPod("bench", self.work / "pod", self.double, self.env, join)
         self.pod.wait_state("ready", timeout=60)
         return time.monotonic() - started
 
@@ -75,6 +75,30 @@ class Bench:
         if self.cgroup is not None:
             self.cgroup.remove()
             self.cgroup = None
+
+
+def fleet(bench: Bench, size: int) -> None:
+    """`size` linked, idle pods on this machine, measured together: each page divided among
+    all their processes that map it, as on a node running that many session pods."""
+    assert bench.pod is not None
+    pods: list[tuple[SessionPod, PodCgroup | None]] = [(bench.pod, bench.cgroup)]
+    try:
+        for n in range(1, size):
+            cgroup = PodCgroup.available(f"pod-fleet-{n}")
+            join = cgroup.join if cgroup else None
+            pod = SessionPod(f"fleet{n}", bench.work / f"fleet{n}", bench.double, bench.env, join)
+            pods.append((pod, cgroup))
+            pod.link(bench.double, new_phone())
+        time.sleep(10)
+        measured = measure_pods([p.program.pid for p, _ in pods], [c for _, c in pods])
+        for n, memory in enumerate(measured):
+            title = f"idle, pod {n + 1} of {size} on the machine (pages divided among all {size})"
+            print(memory.report(title), flush=True)
+    finally:
+        for pod, cgroup in pods[1:]:
+            pod.stop()
+            if cgroup:
+                cgroup.remove()
 
 
 def send_messages(pod: SessionPod, receiver: str, count: int) -> None:
@@ -150,6 +174,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--fleet", type=int, default=4, help="pods measured together, idle")
     parser.add_argument("--traffic-minutes", type=float, default=0)
     parser.add_argument("--traffic-every", type=float, default=2.0, help="seconds")
     parser.add_argument("--sample-minutes", type=float, default=10)
@@ -174,6 +199,8 @@ def main() -> None:
         )
         time.sleep(10)
         bench.memory("idle")
+        if args.fleet > 1:
+            fleet(bench, args.fleet)
         send_messages(bench.pod, customers[0], args.messages)
         time.sleep(10)
         bench.memory(f"after {args.messages + 200} messages")

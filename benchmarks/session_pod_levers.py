@@ -1,11 +1,12 @@
 """Memory levers of the session pod, each measured alone against the WhatsApp Web double.
 
-Links one profile, then starts the pod on it once per lever (environment variables of the
-pod, on top of its defaults) in a memory cgroup of its own, and prints one table: start to
-ready, the whole pod's memory counted within the pod (its own memory + files' pages; see
-benchmarks/pod_memory.py), PSS, USS and RSS as the kernel reports them, the cgroup's charge
-(its anonymous part), and the processes.
-`--detail` adds each lever's per-role breakdown. Run from the repository root:
+Links one profile, then starts the pod on it once per lever, in a memory cgroup of its own:
+the full Chromium as before, chromium-headless-shell alone (the pod's defaults without the
+other levers), the headless shell plus one lever, and the defaults (the levers kept). Prints
+one table: start to ready, the whole pod's memory counted within the pod (its own memory +
+files' pages; see benchmarks/pod_memory.py), PSS, USS and RSS as the kernel reports them,
+the cgroup's charge (its anonymous part), and the processes; `--detail` adds each lever's
+per-role breakdown. Run from the repository root:
     python -m benchmarks.session_pod_levers [--starts 3] [--lever NAME ...] [--detail]
 """
 
@@ -22,24 +23,28 @@ from benchmarks.pod_memory import PodCgroup, PodMemory, measure_tree
 from tests.support.session_pods import SessionPod, new_phone, start_double
 
 FULL_CHROMIUM = "/usr/lib/chromium/chromium"
+# The headless shell with none of the other levers: the pod's defaults without them.
+SHELL_ALONE = {"CHROMIUM_MEMORY_ARGS": "", "DRIVER_NODE_OPTIONS": ""}
 LEVERS: dict[str, dict[str, str]] = {
-    "defaults": {},  # the pod's defaults (config.py, driver.py)
-    "full chromium (before)": {"CHROMIUM_PATH": FULL_CHROMIUM},
-    "renderer limit 1": {"CHROMIUM_EXTRA_ARGS": "--renderer-process-limit=1"},
-    "no zygote": {"CHROMIUM_EXTRA_ARGS": "--no-zygote"},
-    "GPU in process": {"CHROMIUM_EXTRA_ARGS": "--in-process-gpu"},
-    "network service in process": {
-        "CHROMIUM_EXTRA_ARGS": "--enable-features=NetworkServiceInProcess2"
+    "before: full chromium": {**SHELL_ALONE, "CHROMIUM_PATH": FULL_CHROMIUM},
+    "chromium-headless-shell": SHELL_ALONE,
+    "+ GPU in process": {**SHELL_ALONE, "CHROMIUM_MEMORY_ARGS": "--in-process-gpu"},
+    "+ network service in process": {
+        **SHELL_ALONE,
+        "CHROMIUM_MEMORY_ARGS": "--enable-features=NetworkServiceInProcess2",
     },
-    "single process": {"CHROMIUM_EXTRA_ARGS": "--single-process"},
-    "site isolation off": {
-        "CHROMIUM_EXTRA_ARGS": "--disable-site-isolation-trials --disable-features=IsolateOrigins"
+    "+ renderer limit 1": {**SHELL_ALONE, "CHROMIUM_EXTRA_ARGS": "--renderer-process-limit=1"},
+    "+ no zygote": {**SHELL_ALONE, "CHROMIUM_EXTRA_ARGS": "--no-zygote"},
+    "+ single process": {**SHELL_ALONE, "CHROMIUM_EXTRA_ARGS": "--single-process"},
+    "+ site isolation off": {
+        **SHELL_ALONE,
+        "CHROMIUM_EXTRA_ARGS": "--disable-site-isolation-trials --disable-features=IsolateOrigins",
     },
-    "V8 lite mode (renderer)": {"CHROMIUM_EXTRA_ARGS": "--js-flags=--lite-mode"},
-    "driver old space 64 MB": {"NODE_OPTIONS": "--max-old-space-size=64"},
-    "driver semi-space 1 MB": {"NODE_OPTIONS": "--max-semi-space-size=1"},
-    "driver optimize for size": {"NODE_OPTIONS": "--optimize-for-size"},
-    "driver jitless": {"NODE_OPTIONS": "--jitless"},
+    "+ V8 lite mode (renderer)": {**SHELL_ALONE, "CHROMIUM_EXTRA_ARGS": "--js-flags=--lite-mode"},
+    "+ driver semi-spaces 1 MB": {**SHELL_ALONE, "DRIVER_NODE_OPTIONS": "--max-semi-space-size=1"},
+    "+ driver old space 64 MB": {**SHELL_ALONE, "DRIVER_NODE_OPTIONS": "--max-old-space-size=64"},
+    "+ driver jitless": {**SHELL_ALONE, "DRIVER_NODE_OPTIONS": "--jitless"},
+    "defaults (kept: GPU, network, semi-spaces)": {},  # config.py, driver.py
 }
 
 
@@ -69,8 +74,8 @@ def main() -> None:
     double_program, double = start_double(work / "double.log")
     print(f"load before: {os.getloadavg()[0]:.2f}; medians of {args.starts} start(s); MB")
     print(
-        f"| {'lever':<28} | ready s | pod PSS (own+files) | PSS | USS | RSS | cgroup (anon)"
-        f" | processes |\n| {'-' * 28} | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {'lever':<44} | ready s | pod PSS (own+files) | PSS | USS | RSS | cgroup (anon)"
+        f" | processes |\n| {'-' * 44} | --- | --- | --- | --- | --- | --- | --- |",
         flush=True,
     )
     try:
@@ -78,7 +83,11 @@ def main() -> None:
         pod.link(double, new_phone())
         pod.stop()
         for lever in args.lever or list(LEVERS):
-            runs = [start_measured(work, double, LEVERS[lever]) for _ in range(args.starts)]
+            try:
+                runs = [start_measured(work, double, LEVERS[lever]) for _ in range(args.starts)]
+            except AssertionError as exc:  # the pod never got ready: the lever breaks it
+                print(f"| {lever:<44} | never ready: {str(exc).splitlines()[-1][:150]} |")
+                continue
             memory = [m for _, m in runs]
 
             def median(values: list[float]) -> float:
@@ -95,7 +104,7 @@ def main() -> None:
                 f"{role} {len(ps)}" for role, ps in memory[-1].by_role().items() if role
             )
             print(
-                f"| {lever:<28} | {median([r for r, _ in runs]):.2f} "
+                f"| {lever:<44} | {median([r for r, _ in runs]):.2f} "
                 f"| {median([m.total('pod_pss') for m in memory]):.0f} ({own:.0f}+{files:.0f}) "
                 f"| {median([m.total('pss') for m in memory]):.0f} "
                 f"| {median([m.total('uss') for m in memory]):.0f} "

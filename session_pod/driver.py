@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -164,12 +165,15 @@ class WhatsAppWebDriver:
         settings.profile_dir.mkdir(parents=True, exist_ok=True)
         self._closing = False
         user_agent = await chrome_user_agent(settings.chromium_path)
+        # Playwright starts its node driver with this process's environment; the pod runs no
+        # other node program.
+        os.environ["NODE_OPTIONS"] = settings.driver_node_options
         self._playwright = await async_playwright().start()
         context = await self._playwright.chromium.launch_persistent_context(
             settings.profile_dir,
             executable_path=settings.chromium_path,
             headless=True,
-            args=chromium_args(settings.chromium_extra_args),
+            args=chromium_args(settings.chromium_memory_args + settings.chromium_extra_args),
             ignore_default_args=list(PLAYWRIGHT_FEATURE_SWITCHES),
             user_agent=user_agent,
             # As wa-js's tools and WPPConnect do: WhatsApp Web's service worker serves a cached
@@ -249,9 +253,10 @@ class WhatsAppWebDriver:
             raise DriverError(_first_line(exc.message)) from None
 
     def _relay(self, payload: dict[str, Any]) -> None:
-        self._on_message(
-            BridgeMessage(payload["type"], payload.get("data"), payload.get("snapshot"))
-        )
+        # A page being closed (a planned relaunch, or after its crash) still reports what it
+        # sees, but its state is no longer the session's: only the next page's counts.
+        snapshot = None if self._closing else payload.get("snapshot")
+        self._on_message(BridgeMessage(payload["type"], payload.get("data"), snapshot))
 
     def _report_dead(self, reason: str) -> None:
         if not self._closing:
