@@ -44,6 +44,7 @@ LEVERS: dict[str, dict[str, str]] = {
     "+ driver semi-spaces 1 MB": {**SHELL_ALONE, "DRIVER_NODE_OPTIONS": "--max-semi-space-size=1"},
     "+ driver old space 64 MB": {**SHELL_ALONE, "DRIVER_NODE_OPTIONS": "--max-old-space-size=64"},
     "+ driver jitless": {**SHELL_ALONE, "DRIVER_NODE_OPTIONS": "--jitless"},
+    "+ MALLOC_ARENA_MAX=2 (every process)": {**SHELL_ALONE, "MALLOC_ARENA_MAX": "2"},
     "defaults (kept: GPU, network, semi-spaces)": {},  # config.py, driver.py
 }
 

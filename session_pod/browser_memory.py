@@ -9,7 +9,6 @@ pages Chromium's processes share among themselves are counted once.
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -43,6 +42,6 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
-def browser_tree_bytes(root: int | None = None) -> int:
-    """PSS of every process the pod process (`root`, default this one) started."""
-    return sum(pss_bytes(pid) for pid in descendants(os.getpid() if root is None else root))
+def browser_tree_bytes(root: int) -> int:
+    """PSS of every process under `root` (the pod process: its driver and browser)."""
+    return sum(pss_bytes(pid) for pid in descendants(root))

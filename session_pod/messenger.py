@@ -89,8 +89,8 @@ class Messenger:
     # sending --------------------------------------------------------------------------
 
     def _operation(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """One unit of the send path a planned browser relaunch lets finish first; while one
-        runs, a new one waits for it at most SEND_WAIT_SECONDS."""
+        """One unit of the send path, which a planned browser relaunch lets finish first; one
+        that starts during the relaunch waits for the browser at most SEND_WAIT_SECONDS."""
         return self.session.gate.operation(self.session.settings.send_wait)
 
     async def send(

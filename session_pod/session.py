@@ -396,6 +396,8 @@ class Session:
             self.qr = QrCode(code, now, now + self.settings.qr_ttl)
             self.bus.publish(EventType.QR, {"qr": code, "expires_at": self.qr.expires_at})
         target = derive_state(snapshot)
+        if self.state == S.STARTING and snapshot.get("mode") == "OFFLINE":
+            return  # a page that has not connected since it loaded is still starting
         if target == S.QR_REQUIRED and self.state == S.AUTHENTICATING and not code:
             return  # scanned: the page has not switched to SYNCING yet
         if target in (S.READY, S.QR_REQUIRED):

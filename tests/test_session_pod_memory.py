@@ -173,7 +173,7 @@ def test_a_browser_past_its_memory_limit_is_recycled_without_losing_or_doubling_
     )
     pod.link(double, phone)
     double.register(customer)
-    linked = pod.events.wait_for("ready")["id"]  # (the page starts OFFLINE: disconnected)
+    linked = pod.events.wait_for("ready")["id"]
 
     def send(_: str, key: str, text: str) -> requests.Response:
         body = {"location_identifier": pod.location, "receiver_phone": customer, "message": text}
