@@ -34,7 +34,7 @@ LEVERS: dict[str, dict[str, str]] = {
         "CHROMIUM_MEMORY_ARGS": "--enable-features=NetworkServiceInProcess2",
     },
     "+ renderer limit 1": {**SHELL_ALONE, "CHROMIUM_EXTRA_ARGS": "--renderer-process-limit=1"},
-    "+ no zygote": {**SHELL_ALONE, "CHROMIUM_EXTRA_ARGS": "--no-zygote"},
+    "+ no zygote": {**SHELL_ALONE, "CHROMIUM_MEMORY_ARGS": "--no-zygote"},
     "+ single process": {**SHELL_ALONE, "CHROMIUM_EXTRA_ARGS": "--single-process"},
     "+ site isolation off": {
         **SHELL_ALONE,
@@ -45,7 +45,7 @@ LEVERS: dict[str, dict[str, str]] = {
     "+ driver old space 64 MB": {**SHELL_ALONE, "DRIVER_NODE_OPTIONS": "--max-old-space-size=64"},
     "+ driver jitless": {**SHELL_ALONE, "DRIVER_NODE_OPTIONS": "--jitless"},
     "+ MALLOC_ARENA_MAX=2 (every process)": {**SHELL_ALONE, "MALLOC_ARENA_MAX": "2"},
-    "defaults (kept: GPU, network, semi-spaces)": {},  # config.py, driver.py
+    "defaults (kept: GPU, network, no zygote, semi-spaces)": {},  # config.py, driver.py
 }
 
 
@@ -75,8 +75,8 @@ def main() -> None:
     double_program, double = start_double(work / "double.log")
     print(f"load before: {os.getloadavg()[0]:.2f}; medians of {args.starts} start(s); MB")
     print(
-        f"| {'lever':<44} | ready s | pod PSS (own+files) | PSS | USS | RSS | cgroup (anon)"
-        f" | processes |\n| {'-' * 44} | --- | --- | --- | --- | --- | --- | --- |",
+        f"| {'lever':<52} | ready s | pod PSS (own+files) | PSS | USS | RSS | cgroup (anon)"
+        f" | processes |\n| {'-' * 52} | --- | --- | --- | --- | --- | --- | --- |",
         flush=True,
     )
     try:
@@ -87,7 +87,7 @@ def main() -> None:
             try:
                 runs = [start_measured(work, double, LEVERS[lever]) for _ in range(args.starts)]
             except AssertionError as exc:  # the pod never got ready: the lever breaks it
-                print(f"| {lever:<44} | never ready: {str(exc).splitlines()[-1][:150]} |")
+                print(f"| {lever:<52} | never ready: {str(exc).splitlines()[-1][:150]} |")
                 continue
             memory = [m for _, m in runs]
 
@@ -105,7 +105,7 @@ def main() -> None:
                 f"{role} {len(ps)}" for role, ps in memory[-1].by_role().items() if role
             )
             print(
-                f"| {lever:<44} | {median([r for r, _ in runs]):.2f} "
+                f"| {lever:<52} | {median([r for r, _ in runs]):.2f} "
                 f"| {median([m.total('pod_pss') for m in memory]):.0f} ({own:.0f}+{files:.0f}) "
                 f"| {median([m.total('pss') for m in memory]):.0f} "
                 f"| {median([m.total('uss') for m in memory]):.0f} "

@@ -165,9 +165,9 @@ def test_chromium_extra_args_reach_the_browser_and_no_spare_renderer_waits(
     assert {"CDPScreenshotNewSurface", "NetworkServiceInProcess2", "ParallelDownloading"} <= set(
         enabled[0].split("=", 1)[1].split(",")
     )
-    assert "--in-process-gpu" in cmdline
+    assert "--in-process-gpu" in cmdline and "--no-zygote" in cmdline
     kinds = {a for p in chromium_processes(pod) for a in p.cmdline() if a.startswith("--type=")}
-    assert "--type=gpu-process" not in kinds
+    assert kinds == {"--type=renderer"}, kinds  # no GPU process, no zygote
     sub_types = {a for p in chromium_processes(pod) for a in p.cmdline() if "sub-type=" in a}
     assert not [a for a in sub_types if "network" in a], sub_types
     driver = next(p for p in psutil.Process(pod.program.pid).children() if "node" in p.name())
