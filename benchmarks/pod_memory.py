@@ -37,9 +37,6 @@ from pathlib import Path
 
 import psutil
 
-ROLES = ("python", "driver", "browser", "renderer", "gpu", "utility", "zygote")
-
-
 def role_of(process: psutil.Process) -> str:
     """`python`, `driver`, or the Chromium process type (`renderer`, `utility:network`...)."""
     name, cmdline = process.name(), process.cmdline()
@@ -196,11 +193,14 @@ class PodCgroup:
         self.version, parent = _own_memory_cgroup()
         self.path = parent / f"{name}-{os.getpid()}"
         self.path.mkdir()
+        if not (self.path / "memory.stat").exists():  # v2 without memory in subtree_control
+            self.path.rmdir()
+            raise LookupError("the memory controller is not delegated to child cgroups")
 
     @classmethod
     def available(cls, name: str) -> PodCgroup | None:
-        """None where cgroups cannot be created here (read-only /sys/fs/cgroup, no memory
-        controller): the benchmark then reports processes only."""
+        """None where a memory cgroup cannot be made here (read-only /sys/fs/cgroup, no
+        memory controller for children): the benchmark then reports processes only."""
         try:
             return cls(name)
         except (OSError, LookupError):
