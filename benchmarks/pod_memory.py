@@ -37,6 +37,7 @@ from pathlib import Path
 
 import psutil
 
+
 def role_of(process: psutil.Process) -> str:
     """`python`, `driver`, or the Chromium process type (`renderer`, `utility:network`...)."""
     name, cmdline = process.name(), process.cmdline()
