@@ -9,14 +9,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: Chromium for the session pod processes; podman (images), containerd and
-# the CNI plugins (the real node), debootstrap (the base image), nftables (its guard table),
-# ipset (kube-router's NetworkPolicy rules).
+# Debian packages: chromium-headless-shell for the session pod processes (their default
+# browser) and chromium of the same version (CHROMIUM_PATH=/usr/lib/chromium/chromium, the
+# benchmarks' "before"); podman (images), containerd and the CNI plugins (the real node),
+# debootstrap (the base image), nftables (its guard table), ipset (kube-router's
+# NetworkPolicy rules).
 NODE_PACKAGES=(podman runc conmon containernetworking-plugins iptables nftables ipset uidmap
   slirp4netns fuse-overlayfs catatonit debootstrap containerd)
-if ! command -v chromium >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromium-headless-shell >/dev/null 2>&1
+then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-headless-shell >/dev/null
 fi
 missing=()
 for package in "${NODE_PACKAGES[@]}"; do

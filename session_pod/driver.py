@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +43,38 @@ CHROMIUM_ARGS = [
     # one after WhatsApp Web has loaded (benchmarks/session_pod_levers.py: one renderer less).
     "--disable-features=SpareRendererForSitePerProcess",
 ]
+# Chromium reads only the last of each of these switches: lists given twice are merged.
+LIST_SWITCHES = ("--disable-features=", "--enable-features=")
+# Playwright 1.65.2 passes both itself (chromiumSwitches in its driver's coreBundle.js); a
+# second one of ours would replace its list, so these are left out of its defaults
+# (ignore_default_args) and merged into ours. tests/test_session_pod_lifecycle.py reads the
+# browser's command line: a Playwright that changes them fails it.
+PLAYWRIGHT_FEATURE_SWITCHES = (
+    "--disable-features=AvoidUnnecessaryBeforeUnloadCheckSync,DestroyProfileOnBrowserClose,"
+    "HttpsUpgrades,HttpsFirstBalancedModeAutoEnable,LensOverlay,MediaRouter,PaintHolding,"
+    "ThirdPartyStoragePartitioning,AvoidCorsURLLoaderRestartOnRedirect,TcpPortRandomizationWin,"
+    "OptimizationHints,NetworkTimeServiceQuerying,AimEnabled,PreconnectToSearch,"
+    "msForceBrowserSignIn,msEdgeUpdateLaunchServicesPreferredVersion",
+    "--enable-features=CDPScreenshotNewSurface,SkipListAccountsWithoutGaiaCookies",
+)
+
+
+def chromium_args(extra: tuple[str, ...] | list[str]) -> list[str]:
+    """Playwright's feature lists, the pod's flags, then CHROMIUM_EXTRA_ARGS; the feature
+    lists of all three merged, one switch each."""
+    args: list[str] = []
+    features: dict[str, list[str]] = {}
+    for arg in [*PLAYWRIGHT_FEATURE_SWITCHES, *CHROMIUM_ARGS, *extra]:
+        switch = next((s for s in LIST_SWITCHES if arg.startswith(s)), None)
+        if switch is None:
+            args.append(arg)
+            continue
+        if switch not in features:
+            features[switch] = []
+            args.append(switch)  # its place; the merged list is filled in below
+        merged = features[switch]
+        merged += [f for f in arg[len(switch) :].split(",") if f and f not in merged]
+    return [arg + ",".join(features[arg]) if arg in features else arg for arg in args]
 
 
 LAUNCH_SLACK_SECONDS = 15
@@ -132,12 +165,16 @@ class WhatsAppWebDriver:
         settings.profile_dir.mkdir(parents=True, exist_ok=True)
         self._closing = False
         user_agent = await chrome_user_agent(settings.chromium_path)
+        # Playwright starts its node driver with this process's environment; the pod runs no
+        # other node program.
+        os.environ["NODE_OPTIONS"] = settings.driver_node_options
         self._playwright = await async_playwright().start()
         context = await self._playwright.chromium.launch_persistent_context(
             settings.profile_dir,
             executable_path=settings.chromium_path,
             headless=True,
-            args=[*CHROMIUM_ARGS, *settings.chromium_extra_args],
+            args=chromium_args(settings.chromium_memory_args + settings.chromium_extra_args),
+            ignore_default_args=list(PLAYWRIGHT_FEATURE_SWITCHES),
             user_agent=user_agent,
             # As wa-js's tools and WPPConnect do: WhatsApp Web's service worker serves a cached
             # app and holds caches we never back up.
@@ -216,9 +253,10 @@ class WhatsAppWebDriver:
             raise DriverError(_first_line(exc.message)) from None
 
     def _relay(self, payload: dict[str, Any]) -> None:
-        self._on_message(
-            BridgeMessage(payload["type"], payload.get("data"), payload.get("snapshot"))
-        )
+        # A page being closed (a planned relaunch, or after its crash) still reports what it
+        # sees, but its state is no longer the session's: only the next page's counts.
+        snapshot = None if self._closing else payload.get("snapshot")
+        self._on_message(BridgeMessage(payload["type"], payload.get("data"), snapshot))
 
     def _report_dead(self, reason: str) -> None:
         if not self._closing:

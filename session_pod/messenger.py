@@ -88,10 +88,21 @@ class Messenger:
 
     # sending --------------------------------------------------------------------------
 
+    def _operation(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """One unit of the send path, which a planned browser relaunch lets finish first; one
+        that starts during the relaunch waits for the browser at most SEND_WAIT_SECONDS."""
+        return self.session.gate.operation(self.session.settings.send_wait)
+
     async def send(
         self, chat_id: str, text: str, idempotency_key: str | None
     ) -> tuple[dict[str, Any], bool]:
         """(answer, replayed). An answer with `success: false` is WhatsApp's refusal."""
+        async with self._operation():
+            return await self._send(chat_id, text, idempotency_key)
+
+    async def _send(
+        self, chat_id: str, text: str, idempotency_key: str | None
+    ) -> tuple[dict[str, Any], bool]:
         if idempotency_key is None:
             return await self._send_new(chat_id, text, None), False
         request_hash = hashlib.sha256(f"{chat_id}\n{text}".encode()).hexdigest()
@@ -105,6 +116,10 @@ class Messenger:
     async def resend(self, record: MessageRecord) -> str | None:
         """The watchdog's resend of a message stuck short of RECEIVED, under a new id; a try
         that fails before it has an id still counts as an attempt."""
+        async with self._operation():
+            return await self._resend(record)
+
+    async def _resend(self, record: MessageRecord) -> str | None:
         try:
             async with self.limiter:
                 chat, wa_id = await self.session.prepare_send(record.chat or record.receiver)
@@ -306,8 +321,9 @@ class Messenger:
 
     async def after_ready(self) -> None:
         """What every (re)start owes: unfinished sends resolved, missed messages caught up."""
-        await self.resolve_unfinished()
-        await self.catch_up()
+        async with self._operation():
+            await self.resolve_unfinished()
+            await self.catch_up()
 
     def on_ack(self, wa_id: str, ack: int, chat: str | None) -> None:
         """An ack from the page: into the ledger (through the watchdog) and its `message_ack`

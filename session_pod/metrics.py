@@ -28,6 +28,17 @@ class Metrics:
             "Browser relaunches after a run ended (crash, hang, failed launch)",
             registry=self.registry,
         )
+        self.browser_recycles = Counter(
+            "wa_browser_recycles",
+            "Planned browser relaunches: its process tree grew past BROWSER_MEMORY_LIMIT_MB",
+            registry=self.registry,
+        )
+        self.browser_memory = Gauge(
+            "wa_browser_memory_bytes",
+            "PSS of the browser's process tree (Playwright's driver and every Chromium"
+            " process) at the last check",
+            registry=self.registry,
+        )
         self.events = Counter(
             "wa_session_events", "Session events published", ["event"], registry=self.registry
         )

@@ -4,13 +4,15 @@ The supervisor launches the browser, watches it (crash, close, or a page that st
 answering), and relaunches it on the same profile with a bounded exponential backoff, so
 a linked session comes back without a new QR. It gives up (state `failed`, liveness
 fails, Kubernetes restarts the pod) only after several launches in a row that never
-reached a healthy page.
+reached a healthy page. A ready browser whose process tree grew past
+BROWSER_MEMORY_LIMIT_MB is recycled: a planned relaunch, once the sends in flight are over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -24,9 +26,11 @@ from whatsapp_common.states import AUTHENTICATED, SessionState
 from whatsapp_common.tasks import cancel_and_wait
 
 from .backup_schedule import BackupSchedule
+from .browser_memory import browser_tree_bytes
 from .config import Settings
 from .driver import BridgeMessage, DriverError, WhatsAppWebDriver
 from .events import EventBus
+from .gate import OperationGate
 from .links import QrLinks
 from .metrics import Metrics
 from .state_machine import StateMachine
@@ -64,6 +68,14 @@ class SendResult:
     id: str
     ack: int
     result: str | None
+
+
+@dataclass(frozen=True)
+class RunEnd:
+    """Why a browser run ended; `planned`: the pod relaunches it by choice (its memory)."""
+
+    reason: str
+    planned: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,7 @@ class Session:
         self.backups = backups
         self.machine = StateMachine(self._on_state_change)
         self.driver = WhatsAppWebDriver(settings, self._on_bridge, self._on_browser_dead)
+        self.gate = OperationGate()  # what a recycle lets finish first (the send path)
         self.phone: str | None = None
         self.qr: QrCode | None = None
         self.pairing: PairingCode | None = None
@@ -308,9 +321,14 @@ class Session:
             self._healthy_since_launch = False
             try:
                 await self.driver.launch()
-                reason = await self._watch()
+                end = await self._watch()
             except (DriverError, OSError) as exc:
-                reason = str(exc)
+                end = RunEnd(str(exc))
+            if end.planned:
+                await self._recycle(end.reason)
+                failures = 0
+                continue
+            reason = end.reason
             self.metrics.browser_restarts.inc()
             await self.driver.close()
             failures = 0 if self._healthy_since_launch else failures + 1
@@ -324,21 +342,54 @@ class Session:
             await asyncio.sleep(delay)
             self._move(S.STARTING, "relaunching the browser")
 
-    async def _watch(self) -> str:
-        """Returns why the browser has to be relaunched: it died or stopped answering."""
+    async def _watch(self) -> RunEnd:
+        """Returns why the browser has to be relaunched: it died, stopped answering, or (a
+        planned relaunch) its memory grew past the limit while ready."""
+        memory_check_at = time.monotonic() + self.settings.browser_memory_check_interval
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._browser_dead.wait(), self.settings.health_check_interval
                 )
-                return self._dead_reason
+                return RunEnd(self._dead_reason)
             if not await self.driver.ping():
-                return "the page stopped answering"
+                return RunEnd("the page stopped answering")
+            if time.monotonic() >= memory_check_at:
+                memory_check_at = time.monotonic() + self.settings.browser_memory_check_interval
+                if over := await self._memory_over_limit():
+                    return RunEnd(over, planned=True)
+
+    async def _memory_over_limit(self) -> str | None:
+        """Measures the browser's process tree (the gauge); says why a ready session's
+        browser is to be recycled, if it is."""
+        used = await asyncio.to_thread(browser_tree_bytes, os.getpid())
+        self.metrics.browser_memory.set(used)
+        limit = self.settings.browser_memory_limit_mb
+        if limit and self.state == S.READY and used > limit * 2**20:
+            return f"browser memory {used / 2**20:.0f} MB over the {limit:g} MB limit"
+        return None
+
+    async def _recycle(self, reason: str) -> None:
+        """A planned relaunch on the same profile. Operations in flight (sends, the
+        catch-up) finish first; sends that arrive meanwhile wait at the gate until the
+        browser is back (it opens at the next state that is not on the way to ready). No
+        QR (the profile is closed cleanly), and what the page missed is caught up after
+        READY as after any start."""
+        log.info("recycling the browser", reason=reason)
+        self.metrics.browser_recycles.inc()
+        # A send makes a few calls, each bounded by CALL_TIMEOUT_SECONDS; one cut after
+        # that is resolved as after a crash (its outcome is looked up).
+        still_running = await self.gate.close(2 * self.settings.call_timeout)
+        if still_running:
+            log.warning("recycling with operations still running", operations=still_running)
+        self._move(S.STARTING, f"recycling the browser: {reason}")
+        await self.driver.close()
 
     async def _stop_supervisor(self) -> None:
         task, self._supervisor = self._supervisor, None
         await cancel_and_wait(task)
         await self.driver.close()
+        self.gate.open()
 
     async def _sync_finished(self) -> bool:
         """WhatsApp's initial history sync is over (the login data has settled)."""
@@ -390,6 +441,8 @@ class Session:
             link = self._links.current()  # the link page's URL, for Rails to send on
             self.bus.publish(EventType.QR, {"qr": code, "expires_at": self.qr.expires_at, **link})
         target = derive_state(snapshot)
+        if self.state == S.STARTING and snapshot.get("mode") == "OFFLINE":
+            return  # a page that has not connected since it loaded is still starting
         if target == S.QR_REQUIRED and self.state == S.AUTHENTICATING and not code:
             return  # scanned: the page has not switched to SYNCING yet
         if target in (S.READY, S.QR_REQUIRED):
@@ -417,6 +470,8 @@ class Session:
 
     def _on_state_change(self, old: SessionState, new: SessionState, reason: str) -> None:
         self.metrics.set_state(new)
+        if new not in (S.STARTING, S.SYNCING, S.AUTHENTICATING):
+            self.gate.open()  # a recycle is over: back to ready, or somewhere it cannot send
         if new == S.READY:
             self._linked = True
             self.backups.session_ready(self._sync_finished)

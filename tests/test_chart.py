@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from session_pod.config import Settings
 from tests.support.control_plane import ControlPlane, control_plane_binaries
 from tests.support.operator import CHART
 from tests.support.processes import REPO
@@ -113,7 +114,10 @@ def test_the_three_images_have_dockerfiles() -> None:
         "session-pod.Dockerfile",
     ]
     session = (REPO / "docker" / "session-pod.Dockerfile").read_text()
-    assert re.search(r"apt-get install .*\bchromium\b.*\blibatomic1\b", session)
+    # (the install spans lines; [^&] stays within the one command)
+    install = r"apt-get install [^&]*\bchromium-headless-shell\b[^&]*\blibatomic1\b"
+    assert re.search(install, session)
+    assert f"CHROMIUM_PATH={Settings.chromium_path} " in session
     assert "wajs_bundle.py package-lock.json" in session
     assert "WAJS_BUNDLE=/opt/wa-js/wppconnect-wa.js" in session
     assert "'.[session-pod]'" in session

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from session_pod.config import Settings
 from tests.support.node_images import CONTAINERS_CONF, project_images
 
 pytestmark = pytest.mark.slow
@@ -81,10 +82,11 @@ def test_each_image_runs_as_uid_10001_and_says_its_version_and_source(
 def test_router_and_operator_carry_no_browser_and_no_playwright(images: dict[str, str]) -> None:
     check = (
         "import importlib.util as u, shutil; "
-        "print([m for m in ('playwright', 'segno') if u.find_spec(m)], shutil.which('chromium'))"
+        "print([m for m in ('playwright', 'segno') if u.find_spec(m)],"
+        " shutil.which('chromium'), shutil.which('chromium-headless-shell'))"
     )
     for name in ("router", "operator"):
-        assert run_in(images[name], "python3", "-c", check).strip() == "[] None", name
+        assert run_in(images[name], "python3", "-c", check).strip() == "[] None None", name
     # Each still imports its own program.
     run_in(images["router"], "python3", "-c", "import whatsapp_router.__main__")
     # (handlers connects to the API server when imported; its modules are imported here)
@@ -96,7 +98,9 @@ def test_the_session_pod_image_has_chromium_the_bundle_and_libatomic(
     images: dict[str, str],
 ) -> None:
     image = images["session-pod"]
-    assert "Chromium" in run_in(image, "chromium", "--version")
+    # The pod's default browser, where CHROMIUM_PATH says (config.py).
+    assert run_in(image, "sh", "-c", "echo $CHROMIUM_PATH").strip() == Settings.chromium_path
+    assert "Chromium" in run_in(image, Settings.chromium_path, "--version")
     # Playwright's node driver, which needs libatomic.so.1, answers.
     out = run_in(
         image,

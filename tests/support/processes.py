@@ -46,7 +46,15 @@ def wait_until(
 class Program:
     """A Python module run as its own process, with stdout+stderr in a log file."""
 
-    def __init__(self, module: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        module: str,
+        args: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        preexec: Callable[[], None] | None = None,
+    ) -> None:
+        """`preexec` runs in the child before the program (a benchmark's own cgroup)."""
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
@@ -56,6 +64,7 @@ class Program:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=preexec,
         )
 
     @property

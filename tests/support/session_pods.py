@@ -137,7 +137,12 @@ class SessionPod:
     """One real session pod process (python -m session_pod) pointed at the double."""
 
     def __init__(
-        self, location: str, data_dir: Path, double: Double, env: dict[str, str] | None = None
+        self,
+        location: str,
+        data_dir: Path,
+        double: Double,
+        env: dict[str, str] | None = None,
+        preexec: Callable[[], None] | None = None,
     ) -> None:
         self.location = location
         self.data_dir = data_dir
@@ -162,6 +167,7 @@ class SessionPod:
                 **(env or {}),
             },
             data_dir / "pod.log",
+            preexec,
         )
         self.auth = authorization(location)
         wait_until(self._serving, 20, f"pod {location} to serve HTTP\n{self.program.log_tail()}")
