@@ -173,16 +173,7 @@ async def session_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **
 async def write_status(memo: kopf.Memo, resource: Resource, fields: dict[str, Any]) -> Resource:
     """Hibernation's decisions, written before they are acted on; the followers' picture of
     the status is told."""
-    written = await memo.api.call(
-        "patch status",
-        memo.api.kube.custom.patch_namespaced_custom_object_status,
-        GROUP,
-        VERSION,
-        resource.namespace,
-        PLURAL,
-        resource.name,
-        {"status": fields},
-    )
+    written = await memo.api.patch_status(resource.namespace, resource.name, fields)
     updated = Resource.of(written)
     memo.followers.wrote(updated, fields)
     return updated
@@ -238,16 +229,7 @@ async def redo(
     changed = {k: v for k, v in status.items() if resource.status.get(k) != v}
     if not changed:
         return
-    await memo.api.call(
-        "patch status",
-        memo.api.kube.custom.patch_namespaced_custom_object_status,
-        GROUP,
-        VERSION,
-        resource.namespace,
-        PLURAL,
-        resource.name,
-        {"status": changed},
-    )
+    await memo.api.patch_status(resource.namespace, resource.name, changed)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

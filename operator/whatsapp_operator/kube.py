@@ -14,6 +14,7 @@ import kopf
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
+from whatsapp_common.crd import GROUP, PLURAL, VERSION
 from whatsapp_common.kube_clients import Kube
 
 from .metrics import API_CALLS
@@ -49,6 +50,19 @@ class Api:
             raise Unreachable(f"{name}: {exc}") from exc
         API_CALLS.labels(name, "ok").inc()
         return result
+
+    async def patch_status(self, namespace: str, name: str, fields: dict[str, Any]) -> Any:
+        """One patch of a WhatsAppSession's status subresource; returns the resource."""
+        return await self.call(
+            "patch status",
+            self.kube.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": fields},
+        )
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -11,7 +11,6 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from whatsapp_common.crd import GROUP, PLURAL, VERSION
 from whatsapp_common.logs import get_logger
 
 from .kube import Api, Unreachable
@@ -77,16 +76,7 @@ class Mirror:
             if not diff:
                 continue
             try:
-                await self._api.call(
-                    "patch status",
-                    self._api.kube.custom.patch_namespaced_custom_object_status,
-                    GROUP,
-                    VERSION,
-                    self.resource.namespace,
-                    PLURAL,
-                    self.resource.name,
-                    {"status": diff},
-                )
+                await self._api.patch_status(self.resource.namespace, self.resource.name, diff)
             except (ApiException, Unreachable) as exc:
                 if isinstance(exc, ApiException) and exc.status == 404:
                     continue  # the resource is gone; release() closes this mirror
